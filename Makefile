@@ -1,0 +1,51 @@
+# ctripd developer entry points. Everything installs itself on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+TOOLS   := tools
+ANVIL   := $(TOOLS)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+PYTEST_WORKERS ?= 2
+
+export CTRIPD_ANVIL := $(abspath $(ANVIL))
+
+.PHONY: install dev test lint typecheck pytest tokens bench faults clean
+
+install: $(VENV)/.installed $(TOOLS)/node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(TOOLS)/node_modules/.installed: $(TOOLS)/package.json $(TOOLS)/package-lock.json
+	cd $(TOOLS) && npm ci --no-fund --no-audit --loglevel=error
+	test -x $(ANVIL)
+	touch $@
+
+dev: install
+	$(BIN)/ctripd dev
+
+lint: install
+	$(BIN)/ruff check ctripd tests bench
+	$(BIN)/ruff format --check ctripd tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+test: lint typecheck pytest
+
+# Rebuild the committed ERC-20 test token artifacts from tests/contracts/*.sol.
+tokens: install
+	cd tests/contracts && ../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol
+
+bench: install
+	$(BIN)/python -m bench.create_payments
+	$(BIN)/python -m bench.scan
+	$(BIN)/python -m bench.webhooks
+
+clean:
+	rm -rf $(VENV) $(TOOLS)/node_modules .pytest_cache .mypy_cache .ruff_cache

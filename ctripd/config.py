@@ -1,0 +1,472 @@
+"""Configuration: `ctripd.toml` + `chains.yaml` → frozen typed objects.
+
+Every problem is reported as one `ConfigError` line naming the file, the key and what is wrong,
+so an operator can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
+
+ENV_PREFIX = "CTRIPD_"
+
+# Chain ids of public networks on which `ctripd dev` refuses to run a throw-away wallet.
+PUBLIC_CHAIN_IDS = frozenset({1, 10, 56, 100, 137, 250, 324, 8453, 42161, 43114, 59144, 534352})
+
+
+class ConfigError(Exception):
+    """A configuration problem, rendered as one line: `file: key: problem`."""
+
+    def __init__(self, file: str | Path, key: str, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.file}: {key}: {problem}" if key else f"{self.file}: {problem}")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = ".state"
+    chains_file: str = "chains.yaml"
+    migrate_on_start: bool = True
+    shutdown_timeout: int = 30
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 65536
+    metrics_public: bool = True
+    # /readyz fails when a chain's scanner is more blocks than this behind the head.
+    max_lag_blocks: int = 100
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str = ""
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class WalletConfig:
+    mnemonic_file: str = ""
+    xpub: str = ""
+    gas_wallet_index: int = 0
+    sweep: bool = True
+
+
+@dataclass(frozen=True)
+class PaymentsConfig:
+    default_expiry: int = 3600
+    min_expiry: int = 60
+    max_expiry: int = 30 * 86400
+    # Underpayment tolerated as paid, in basis points of the amount due (100 = 1 %).
+    underpayment_tolerance_bps: int = 0
+    late_window: int = 86400
+    expiry_interval: int = 10
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    url: str = ""
+    secret_file: str = ""
+    # During secret rotation, the previous secret still signs, so receivers can switch over.
+    previous_secret_file: str = ""
+    retry_schedule: list[int] = field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    )
+    timeout: int = 10
+    concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class NativeAsset:
+    symbol: str
+    decimals: int = 18
+
+
+@dataclass(frozen=True)
+class Token:
+    symbol: str
+    address: str
+    decimals: int
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    name: str
+    chain_id: int
+    rpc: list[str]
+    native: NativeAsset
+    treasury: str
+    confirmations: int = 12
+    poll_interval: float = 5.0
+    tokens: dict[str, Token] = field(default_factory=dict)
+    trace: bool = False
+    start_block: int | None = None
+    # Largest block range asked of eth_getLogs and of one scan step; shrinks on provider limits.
+    max_range: int = 500
+    rpc_timeout: float = 10.0
+    # Balances at or below this many base units wait instead of being swept.
+    dust_threshold: int = 0
+    # Fee cap for sweeps, in wei per gas.
+    max_fee_per_gas: int = 500 * 10**9
+    # A sweep not mined after this many seconds is replaced with a higher fee.
+    replace_after: int = 120
+
+    def asset(self, symbol: str) -> tuple[str | None, int] | None:
+        """(token address or None for native, decimals) of an asset symbol, or None if unknown."""
+        if symbol == self.native.symbol:
+            return None, self.native.decimals
+        token = self.tokens.get(symbol)
+        return (token.address, token.decimals) if token else None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    daemon: DaemonConfig
+    server: ServerConfig
+    database: DatabaseConfig
+    wallet: WalletConfig
+    payments: PaymentsConfig
+    webhooks: WebhooksConfig
+    log: LogConfig
+    chains: tuple[ChainConfig, ...]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.daemon.state_dir)
+
+    def chain(self, name: str) -> ChainConfig | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+
+_SECTIONS: dict[str, type] = {
+    "daemon": DaemonConfig,
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "wallet": WalletConfig,
+    "payments": PaymentsConfig,
+    "webhooks": WebhooksConfig,
+    "log": LogConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}.get(
+            tp.__name__, tp.__name__
+        )
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
+    """Check `value` against the annotation `tp`; convert where lossless (int → float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], file, key)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected a list, got {_describe(value)}")
+        return [_coerce(v, item, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected boolean, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"expected integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, key, f"expected number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected string, got {_describe(value)}")
+        return value
+    raise AssertionError(f"unsupported config type {tp!r}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "table",
+    }.get(type(value), type(value).__name__) + f" {value!r}"[:60]
+
+
+def _build(cls: type, raw: Mapping[str, Any], file: str, prefix: str, skip: set[str]) -> Any:
+    """Build dataclass `cls` from `raw`, refusing unknown keys and missing required ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(file, f"{prefix}{key}", _unknown(key, fields))
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in skip:
+            continue
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], file, f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(file, f"{prefix}{name}", "missing required key")
+    return values
+
+
+def _unknown(key: str, known: Mapping[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key{hint}"
+
+
+def _parse_env_value(raw: str, tp: Any) -> Any:
+    """Env values are strings: read them as TOML values where the key is not a string."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp is str:
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if origin is list or tp is list:
+            return [int(x) if x.strip().isdigit() else x.strip() for x in raw.split(",")]
+        return raw
+
+
+def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        cls = _SECTIONS.get(section)
+        where = f"environment {name}"
+        if cls is None:
+            raise ConfigError(where, f"{section}", f"unknown section (known: {', '.join(_SECTIONS)})")
+        hints = typing.get_type_hints(cls)
+        if key not in hints:
+            raise ConfigError(where, f"{section}.{key}", _unknown(key, hints))
+        doc.setdefault(section, {})[key] = _parse_env_value(value, hints[key])
+
+
+def _check_address(value: str, file: str, key: str) -> str:
+    if not is_hex_address(value):
+        raise ConfigError(file, key, f"not an address: {value!r}")
+    if not is_checksum_address(value):
+        raise ConfigError(
+            file, key, f"address is not checksummed (EIP-55): use {to_checksum_address(value)}"
+        )
+    return value
+
+
+def _load_chains(path: Path) -> tuple[ChainConfig, ...]:
+    file = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "syntax"
+        raise ConfigError(file, where, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(doc, dict) or set(doc) != {"chains"}:
+        raise ConfigError(file, "chains", "expected a top-level 'chains:' list")
+    entries = doc["chains"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(file, "chains", "expected a non-empty list of chains")
+    chains: list[ChainConfig] = []
+    for i, entry in enumerate(entries):
+        chains.append(_load_chain(entry, file, i))
+    names: set[str] = set()
+    ids: set[int] = set()
+    for c in chains:
+        if c.name in names:
+            raise ConfigError(file, f"chains.{c.name}.name", "duplicate chain name")
+        if c.chain_id in ids:
+            raise ConfigError(file, f"chains.{c.name}.chain_id", f"duplicate chain id {c.chain_id}")
+        names.add(c.name)
+        ids.add(c.chain_id)
+    return tuple(chains)
+
+
+def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
+    if not isinstance(entry, dict):
+        raise ConfigError(file, f"chains[{index}]", "expected a mapping")
+    label = entry.get("name") if isinstance(entry.get("name"), str) else f"[{index}]"
+    prefix = f"chains.{label}."
+    values = _build(ChainConfig, entry, file, prefix, skip={"native", "tokens"})
+    if not values["name"] or not values["name"].replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(file, f"{prefix}name", "must be letters, digits, '-' or '_'")
+    if not values["rpc"]:
+        raise ConfigError(file, f"{prefix}rpc", "needs at least one RPC URL")
+    for j, url in enumerate(values["rpc"]):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(file, f"{prefix}rpc[{j}]", f"not an http(s) URL: {url!r}")
+    if values["chain_id"] <= 0:
+        raise ConfigError(file, f"{prefix}chain_id", "must be positive")
+    for key in ("confirmations", "max_range"):
+        if key in values and values[key] < 1:
+            raise ConfigError(file, f"{prefix}{key}", "must be at least 1")
+    if "poll_interval" in values and values["poll_interval"] <= 0:
+        raise ConfigError(file, f"{prefix}poll_interval", "must be positive")
+    values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
+
+    native_raw = entry.get("native")
+    if not isinstance(native_raw, dict):
+        raise ConfigError(file, f"{prefix}native", "missing required mapping {symbol, decimals}")
+    native = NativeAsset(**_build(NativeAsset, native_raw, file, f"{prefix}native.", set()))
+    _check_decimals(native.decimals, file, f"{prefix}native.decimals")
+
+    tokens_raw = entry.get("tokens") or {}
+    if not isinstance(tokens_raw, dict):
+        raise ConfigError(file, f"{prefix}tokens", "expected a mapping of symbol → token")
+    tokens: dict[str, Token] = {}
+    seen_addresses: set[str] = set()
+    for symbol, raw in tokens_raw.items():
+        tprefix = f"{prefix}tokens.{symbol}."
+        if not isinstance(raw, dict):
+            raise ConfigError(file, f"{prefix}tokens.{symbol}", "expected {address, decimals}")
+        tvalues = _build(Token, {**raw, "symbol": symbol}, file, tprefix, set())
+        tvalues["address"] = _check_address(tvalues["address"], file, f"{tprefix}address")
+        _check_decimals(tvalues["decimals"], file, f"{tprefix}decimals")
+        if symbol == native.symbol:
+            raise ConfigError(file, f"{prefix}tokens.{symbol}", "same symbol as the native asset")
+        if tvalues["address"] in seen_addresses:
+            raise ConfigError(file, f"{tprefix}address", "duplicate token address")
+        seen_addresses.add(tvalues["address"])
+        tokens[symbol] = Token(**tvalues)
+    return ChainConfig(native=native, tokens=tokens, **values)
+
+
+def _check_decimals(value: int, file: str, key: str) -> None:
+    if not 0 <= value <= 36:
+        raise ConfigError(file, key, "must be between 0 and 36")
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the TOML config, its env overrides, and the chains file it names."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    file = str(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"invalid TOML: {exc}") from None
+    for section, body in doc.items():
+        if section not in _SECTIONS:
+            raise ConfigError(file, section, _unknown(section, _SECTIONS).replace("key", "section"))
+        if not isinstance(body, dict):
+            raise ConfigError(file, section, "expected a [section] table")
+    _env_overrides(doc, env)
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        built[section] = cls(**_build(cls, doc.get(section, {}), file, f"{section}.", set()))
+
+    daemon: DaemonConfig = built["daemon"]
+    base = path.resolve().parent
+    if "STATE_DIRECTORY" in env and "state_dir" not in doc.get("daemon", {}):
+        daemon = dataclasses.replace(daemon, state_dir=env["STATE_DIRECTORY"].split(":")[0])
+    daemon = dataclasses.replace(
+        daemon,
+        state_dir=str(base / daemon.state_dir),
+        chains_file=str(base / daemon.chains_file),
+    )
+    built["daemon"] = daemon
+    _validate(built, file)
+    chains = _load_chains(Path(daemon.chains_file))
+    return Config(path=file, chains=chains, **built)
+
+
+def _validate(built: dict[str, Any], file: str) -> None:
+    wallet: WalletConfig = built["wallet"]
+    if wallet.mnemonic_file and wallet.xpub:
+        raise ConfigError(file, "wallet.xpub", "set either mnemonic_file or xpub, not both")
+    if not wallet.mnemonic_file and not wallet.xpub:
+        raise ConfigError(file, "wallet.mnemonic_file", "missing: set mnemonic_file or xpub")
+    payments: PaymentsConfig = built["payments"]
+    if not 0 <= payments.underpayment_tolerance_bps < 10000:
+        raise ConfigError(file, "payments.underpayment_tolerance_bps", "must be 0 to 9999")
+    if not payments.min_expiry <= payments.default_expiry <= payments.max_expiry:
+        raise ConfigError(file, "payments.default_expiry", "must be within min_expiry..max_expiry")
+    webhooks: WebhooksConfig = built["webhooks"]
+    if webhooks.url and not webhooks.url.startswith(("http://", "https://")):
+        raise ConfigError(file, "webhooks.url", f"not an http(s) URL: {webhooks.url!r}")
+    if webhooks.url and not webhooks.secret_file:
+        raise ConfigError(file, "webhooks.secret_file", "required when webhooks.url is set")
+    if not webhooks.retry_schedule or any(s <= 0 for s in webhooks.retry_schedule):
+        raise ConfigError(file, "webhooks.retry_schedule", "must be a list of positive seconds")
+    log: LogConfig = built["log"]
+    if log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(file, "log.level", "must be debug, info, warning or error")
+    if log.format not in ("auto", "json", "console"):
+        raise ConfigError(file, "log.format", "must be auto, json or console")
+
+
+def resolve_secret_path(name: str, env: Mapping[str, str] | None = None) -> Path:
+    """A bare file name is looked up in systemd's $CREDENTIALS_DIRECTORY when it is set."""
+    env = os.environ if env is None else env
+    path = Path(name)
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds and not path.is_absolute() and len(path.parts) == 1:
+        return Path(creds) / path
+    return path
+
+
+def read_secret(config_file: str, key: str, name: str, env: Mapping[str, str] | None = None) -> str:
+    """Read a secret file; refuse files that group or others may read. Never echo the content."""
+    path = resolve_secret_path(name, env)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(config_file, key, f"secret file not found: {path}") from None
+    except PermissionError:
+        raise ConfigError(config_file, key, f"secret file not readable: {path}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            config_file,
+            key,
+            f"secret file {path} is accessible by group/other "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}",
+        )
+    try:
+        value = path.read_text().strip()
+    except (PermissionError, UnicodeDecodeError):
+        raise ConfigError(config_file, key, f"secret file not readable as text: {path}") from None
+    if not value:
+        raise ConfigError(config_file, key, f"secret file is empty: {path}")
+    return value

@@ -1,0 +1,10 @@
+DROP TABLE sweep_payments;
+DROP TABLE sweeps;
+DROP TABLE delivery_attempts;
+DROP TABLE events;
+DROP TABLE transfers;
+DROP TABLE payments;
+DROP SEQUENCE address_index_seq;
+DROP TABLE api_keys;
+DROP TABLE blocks;
+DROP TABLE chains;
