@@ -40,7 +40,7 @@ test: lint typecheck pytest
 
 # Rebuild the committed ERC-20 test token artifacts from tests/contracts/*.sol.
 tokens: install
-	cd tests/contracts && ../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol
+	cd tests/contracts && ../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol Forwarder.sol
 
 bench: install
 	$(BIN)/python -m bench.create_payments

@@ -275,7 +275,9 @@ def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> None:
         cls = _SECTIONS.get(section)
         where = f"environment {name}"
         if cls is None:
-            raise ConfigError(where, f"{section}", f"unknown section (known: {', '.join(_SECTIONS)})")
+            raise ConfigError(
+                where, f"{section}", f"unknown section (known: {', '.join(_SECTIONS)})"
+            )
         hints = typing.get_type_hints(cls)
         if key not in hints:
             raise ConfigError(where, f"{section}.{key}", _unknown(key, hints))

@@ -6,7 +6,6 @@ asyncpg errors are translated to `ctripd.errors` here, at one boundary.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -85,9 +84,7 @@ def migrate(dsn: str, rollback_all: bool = False) -> list[str]:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-    )
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -95,7 +92,7 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncp
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection
         )
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     assert pool is not None
     return pool
@@ -117,4 +114,3 @@ def dsn_summary(dsn: str) -> str:
     parsed = urlparse(dsn)
     host = parsed.hostname or parse_qs(parsed.query).get("host", ["local socket"])[0]
     return f"{parsed.username or ''}@{host}/{parsed.path.lstrip('/')}"
-

@@ -79,10 +79,14 @@ def start_anvil(
     port = port or free_port()
     args = [
         anvil_binary(),
-        "--port", str(port),
-        "--host", "127.0.0.1",
-        "--chain-id", str(chain_id),
-        "--mnemonic", mnemonic,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--chain-id",
+        str(chain_id),
+        "--mnemonic",
+        mnemonic,
         "--silent",
     ]
     if block_time:

@@ -101,3 +101,85 @@ def anvil(anvil_node: AnvilProcess) -> Iterator[AnvilProcess]:
     snapshot = anvil_node.rpc("evm_snapshot")
     yield anvil_node
     anvil_node.rpc("evm_revert", [snapshot])
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, db_dsn: str, anvil: AnvilProcess):  # type: ignore[no-untyped-def]
+    """Write ctripd.toml + chains.yaml for one test and load them.
+
+    `toml` adds sections/keys (dict of section → dict); `chains` replaces the chain list.
+    The default chain is the worker's Anvil as "anvil" (chain id 31337, 2 confirmations).
+    """
+    import tomllib  # noqa: F401  (documents the format written below)
+
+    import yaml
+
+    from ctripd.config import load_config
+    from ctripd.devnet import TEST_MNEMONIC
+
+    def make(
+        toml: dict[str, dict[str, object]] | None = None,
+        chains: list[dict[str, object]] | None = None,
+        mnemonic: str = TEST_MNEMONIC,
+    ):  # type: ignore[no-untyped-def]
+        mnemonic_file = tmp_path / "mnemonic"
+        mnemonic_file.write_text(mnemonic + "\n")
+        mnemonic_file.chmod(0o600)
+        sections: dict[str, dict[str, object]] = {
+            "daemon": {"state_dir": str(tmp_path / "state"), "migrate_on_start": False},
+            "database": {"dsn": db_dsn},
+            "wallet": {"mnemonic_file": str(mnemonic_file)},
+            "log": {"format": "json"},
+        }
+        for section, values in (toml or {}).items():
+            sections.setdefault(section, {}).update(values)
+        if "xpub" in sections["wallet"]:
+            sections["wallet"].pop("mnemonic_file", None)
+        lines = []
+        for section, values in sections.items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {_toml_value(value)}")
+        (tmp_path / "ctripd.toml").write_text("\n".join(lines) + "\n")
+        default_chain = {
+            "name": "anvil",
+            "chain_id": 31337,
+            "rpc": [anvil.url],
+            "confirmations": 2,
+            "poll_interval": 1,
+            "native": {"symbol": "ETH", "decimals": 18},
+            "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        }
+        (tmp_path / "chains.yaml").write_text(yaml.safe_dump({"chains": chains or [default_chain]}))
+        return load_config(tmp_path / "ctripd.toml", env={})
+
+    return make
+
+
+def _toml_value(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+@pytest.fixture
+async def make_client():  # type: ignore[no-untyped-def]
+    """Start the app (no background scheduler) on a test server; returns a TestClient."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ctripd.app import AppOptions, create_app
+
+    clients: list[TestClient] = []
+
+    async def make(config):  # type: ignore[no-untyped-def]
+        app = create_app(config, AppOptions(dsn=config.database.dsn, background=False))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

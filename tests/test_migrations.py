@@ -9,8 +9,15 @@ import asyncpg
 from ctripd import db
 
 TABLES = {
-    "chains", "blocks", "api_keys", "payments", "transfers",
-    "events", "delivery_attempts", "sweeps", "sweep_payments",
+    "chains",
+    "blocks",
+    "api_keys",
+    "payments",
+    "transfers",
+    "events",
+    "delivery_attempts",
+    "sweeps",
+    "sweep_payments",
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from ctripd.cli import main
+
+sys.exit(main())

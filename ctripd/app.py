@@ -1,0 +1,109 @@
+"""The application factory: pool, HTTP session, RPC clients, scheduler, as cleanup contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import asyncpg
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from ctripd import db
+from ctripd.chainwatch import ChainWatcher
+from ctripd.config import Config
+from ctripd.rpc import RpcClient
+from ctripd.tasks import TaskSet
+
+log = structlog.get_logger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", asyncpg.Pool)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+RPC = web.AppKey("rpc", dict[str, RpcClient])
+WATCHERS = web.AppKey("watchers", dict[str, ChainWatcher])
+TASKS = web.AppKey("tasks", TaskSet)
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    dsn: str
+    # Off in tests, which drive every loop's run_once() themselves.
+    background: bool = True
+
+
+def create_app(config: Config, options: AppOptions) -> web.Application:
+    from ctripd import health
+
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[CONFIG] = config
+    app[TASKS] = TaskSet()
+    app.cleanup_ctx.append(_pool_ctx(options.dsn))
+    app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_chains_ctx)
+    if options.background:
+        app.cleanup_ctx.append(_scheduler_ctx)
+    health.setup_routes(app)
+    return app
+
+
+def _pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG].database
+        app[POOL] = await db.create_pool(dsn, cfg.pool_min, cfg.pool_max)
+        yield
+        await app[POOL].close()
+
+    return ctx
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=100, limit_per_host=32)
+    app[HTTP] = aiohttp.ClientSession(connector=connector)
+    yield
+    await app[HTTP].close()
+
+
+async def _chains_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One RPC client and one watcher per configured chain; each chain has its row."""
+    config = app[CONFIG]
+    pool = app[POOL]
+    app[RPC] = {}
+    app[WATCHERS] = {}
+    for chain in config.chains:
+        await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
+        rpc = RpcClient(chain.name, list(chain.rpc), app[HTTP], timeout=chain.rpc_timeout)
+        app[RPC][chain.name] = rpc
+        app[WATCHERS][chain.name] = ChainWatcher(chain, pool, rpc)
+    yield
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One interval job per chain; on shutdown stop scheduling, then finish in-flight work."""
+    config = app[CONFIG]
+    tasks = app[TASKS]
+    scheduler = AsyncIOScheduler()
+    for chain in config.chains:
+        watcher = app[WATCHERS][chain.name]
+        scheduler.add_job(
+            tasks.job(f"watch:{chain.name}", watcher.run_once),
+            "interval",
+            seconds=chain.poll_interval,
+            id=f"watch:{chain.name}",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=_now(),
+        )
+    scheduler.start()
+    log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])
+    yield
+    scheduler.shutdown(wait=False)
+    await tasks.drain(config.daemon.shutdown_timeout)
+    log.info("scheduler.stopped")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

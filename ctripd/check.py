@@ -1,0 +1,61 @@
+"""`ctripd check`: config, database and every RPC URL, one line per check."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import asyncpg
+
+from ctripd import db
+from ctripd.config import ConfigError, load_config
+from ctripd.errors import CtripdError
+from ctripd.rpc import RpcClient
+
+
+async def run_checks(config_path: str) -> int:
+    from ctripd.cli import check_secrets, database_dsn
+
+    failures = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+
+    try:
+        config = load_config(config_path)
+        check_secrets(config)
+    except ConfigError as exc:
+        report(False, "config", str(exc))
+        return 1
+    report(True, "config", f"{config.path} and {config.daemon.chains_file}")
+
+    try:
+        dsn = await asyncio.to_thread(database_dsn, config)
+        conn = await asyncio.wait_for(asyncpg.connect(dsn), timeout=10)
+        try:
+            version = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+        report(True, "database", f"{db.dsn_summary(dsn)} (PostgreSQL {version})")
+    except (OSError, asyncpg.PostgresError, TimeoutError, CtripdError) as exc:
+        report(False, "database", f"{type(exc).__name__}: {exc}")
+
+    async with aiohttp.ClientSession() as session:
+        for chain in config.chains:
+            for url in chain.rpc:
+                client = RpcClient(chain.name, [url], session, timeout=chain.rpc_timeout)
+                what = f"chain {chain.name} rpc {url}"
+                try:
+                    got = await client.chain_id()
+                    head = await client.block_number()
+                except CtripdError as exc:
+                    report(False, what, str(exc))
+                    continue
+                if got != chain.chain_id:
+                    report(False, what, f"chain id {got}, configured {chain.chain_id}")
+                else:
+                    report(True, what, f"chain id {got}, head {head}")
+    print("all checks passed" if not failures else f"{failures} check(s) failed")
+    return 0 if not failures else 1

@@ -1,0 +1,135 @@
+"""The `ctripd` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from ctripd import db
+from ctripd.config import Config, ConfigError, load_config, read_secret
+from ctripd.errors import CtripdError
+from ctripd.log import configure_logging
+
+log = structlog.get_logger(__name__)
+
+EXIT_CONFIG = 2
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A failure worth one line on stderr and a non-zero exit."""
+
+
+def load(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def database_dsn(config: Config) -> str:
+    """The configured DSN, or the embedded Postgres under the state directory."""
+    if config.database.dsn:
+        return config.database.dsn
+    return db.embedded_dsn(config.state_dir)
+
+
+def check_secrets(config: Config) -> None:
+    """Refuse unsafe secret files at start-up, before anything else happens."""
+    if config.wallet.mnemonic_file:
+        read_secret(config.path, "wallet.mnemonic_file", config.wallet.mnemonic_file)
+    if config.webhooks.secret_file:
+        read_secret(config.path, "webhooks.secret_file", config.webhooks.secret_file)
+    if config.webhooks.previous_secret_file:
+        read_secret(
+            config.path, "webhooks.previous_secret_file", config.webhooks.previous_secret_file
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ctripd.app import AppOptions, create_app
+
+    config = load(args)
+    configure_logging(config.log.level, config.log.format)
+    check_secrets(config)
+    dsn = database_dsn(config)
+    if config.daemon.migrate_on_start:
+        applied = db.migrate(dsn)
+        if applied:
+            log.info("migrations.applied", migrations=applied)
+    app = create_app(config, AppOptions(dsn=dsn))
+    log.info("ctripd.starting", host=config.server.host, port=config.server.port)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        shutdown_timeout=config.daemon.shutdown_timeout,
+        print=None,
+        access_log=None,
+    )
+    log.info("ctripd.stopped")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = load(args)
+    applied = db.migrate(database_dsn(config))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ctripd.check import run_checks
+
+    return asyncio.run(run_checks(args.config))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ctripd.dev import run_dev
+
+    return run_dev(Path(args.state_dir), chain_id=args.chain_id, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctripd", description=__doc__)
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("CTRIPD_CONFIG", "ctripd.toml"),
+        help="path of ctripd.toml (default: $CTRIPD_CONFIG or ./ctripd.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("check", help="check config, database and every RPC").set_defaults(
+        func=cmd_check
+    )
+    dev = sub.add_parser("dev", help="embedded Postgres + local Anvil + throw-away wallet")
+    dev.add_argument("--state-dir", default=".state/dev")
+    dev.add_argument("--chain-id", type=int, default=31337)
+    dev.add_argument("--port", type=int, default=8080)
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"ctripd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (CliError, CtripdError) as exc:
+        print(f"ctripd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
