@@ -50,10 +50,6 @@ def check_secrets(config: Config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from ctripd.app import AppOptions, create_app
-
     config = load(args)
     configure_logging(config.log.level, config.log.format)
     check_secrets(config)
@@ -62,6 +58,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         applied = db.migrate(dsn)
         if applied:
             log.info("migrations.applied", migrations=applied)
+    return serve(config, dsn)
+
+
+def serve(config: Config, dsn: str) -> int:
+    """Run the daemon in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+    from aiohttp import web
+
+    from ctripd.app import AppOptions, create_app
+
+    configure_logging(config.log.level, config.log.format)
     app = create_app(config, AppOptions(dsn=dsn))
     log.info("ctripd.starting", host=config.server.host, port=config.server.port)
     web.run_app(

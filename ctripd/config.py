@@ -281,7 +281,8 @@ def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> None:
         hints = typing.get_type_hints(cls)
         if key not in hints:
             raise ConfigError(where, f"{section}.{key}", _unknown(key, hints))
-        doc.setdefault(section, {})[key] = _parse_env_value(value, hints[key])
+        parsed = _parse_env_value(value, hints[key])
+        doc.setdefault(section, {})[key] = _coerce(parsed, hints[key], where, f"{section}.{key}")
 
 
 def _check_address(value: str, file: str, key: str) -> str:

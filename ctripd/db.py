@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import re
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -41,22 +42,20 @@ def queries(module: str) -> Mapping[str, str]:
 
 
 def embedded_dsn(state_dir: Path) -> str:
-    """Start (or join) the embedded Postgres under `state_dir`/postgres; its data survives."""
-    import pgserver
+    """Start (or join) the embedded Postgres under `state_dir`/postgres; its data survives.
 
+    The server stops when the last process using it exits.
+    """
     data_dir = state_dir / "postgres"
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset, as under systemd; it is harmless.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     uri: str = server.get_uri()
     return uri
-
-
-def stop_embedded(state_dir: Path) -> None:
-    import pgserver
-
-    data_dir = state_dir / "postgres"
-    if (data_dir / "postmaster.pid").exists():
-        pgserver.get_server(str(data_dir), cleanup_mode="stop").cleanup()
 
 
 def yoyo_url(dsn: str) -> str:

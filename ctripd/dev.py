@@ -1,0 +1,143 @@
+"""`ctripd dev`: embedded Postgres + a local Anvil + a throw-away wallet, in the foreground.
+
+Everything it makes lives under the state directory (default `.state/dev`). The devnet chain and
+its database are fresh on every start; the throw-away mnemonic is kept (mode 0600) so deposit
+addresses stay recognisable between runs. It never runs on a public network's chain id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import asyncpg
+import structlog
+import yaml
+from eth_utils import to_checksum_address
+from mnemonic import Mnemonic
+
+from ctripd import db
+from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
+from ctripd.devnet import AnvilProcess, start_anvil
+from ctripd.errors import CtripdError
+
+log = structlog.get_logger(__name__)
+
+DEV_DATABASE = "ctripd_dev"
+
+
+class DevError(CtripdError):
+    """`ctripd dev` cannot set up its devnet."""
+
+
+def ensure_mnemonic(state_dir: Path) -> Path:
+    """A throw-away mnemonic, generated once, readable by the owner only."""
+    path = state_dir / "mnemonic"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(Mnemonic("english").generate(strength=128) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+async def _fresh_database(server_dsn: str) -> str:
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DEV_DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DEV_DATABASE}"')
+    finally:
+        await conn.close()
+    return server_dsn.replace("/postgres?", f"/{DEV_DATABASE}?", 1)
+
+
+def write_dev_config(
+    state_dir: Path,
+    dsn: str,
+    anvil: AnvilProcess,
+    chain_id: int,
+    port: int,
+    tokens: dict[str, tuple[str, int]],
+    treasury: str,
+) -> Path:
+    config_path = state_dir / "ctripd.toml"
+    config_path.write_text(
+        "\n".join(
+            [
+                "# Written by `ctripd dev` on every start; edit ctripd.toml at the repo root instead.",
+                "[daemon]",
+                'state_dir = "."',
+                "[server]",
+                f"port = {port}",
+                "[database]",
+                f"dsn = {json.dumps(dsn)}",
+                "[wallet]",
+                'mnemonic_file = "mnemonic"',
+                "[log]",
+                'level = "info"',
+                "",
+            ]
+        )
+    )
+    chains = {
+        "chains": [
+            {
+                "name": "devnet",
+                "chain_id": chain_id,
+                "rpc": [anvil.url],
+                "confirmations": 2,
+                "poll_interval": 1,
+                "native": {"symbol": "ETH", "decimals": 18},
+                "tokens": {
+                    symbol: {"address": address, "decimals": decimals}
+                    for symbol, (address, decimals) in tokens.items()
+                },
+                "treasury": treasury,
+                "start_block": 0,
+            }
+        ]
+    }
+    (state_dir / "chains.yaml").write_text(yaml.safe_dump(chains, sort_keys=False))
+    return config_path
+
+
+def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
+    """Start the devnet, run the daemon until Ctrl-C, then stop everything it started."""
+    from ctripd import devtokens
+    from ctripd.cli import serve
+
+    if chain_id in PUBLIC_CHAIN_IDS:
+        raise DevError(f"chain id {chain_id} is a public network; `ctripd dev` uses devnets only")
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    mnemonic_file = ensure_mnemonic(state_dir)
+    server_dsn = db.embedded_dsn(state_dir)
+    anvil = start_anvil(mnemonic=mnemonic_file.read_text().strip(), chain_id=chain_id, block_time=2)
+    try:
+        accounts: list[str] = anvil.rpc("eth_accounts")
+        tokens = devtokens.deploy_test_tokens(anvil.url, to_checksum_address(accounts[0]))
+        dsn = asyncio.run(_fresh_database(server_dsn))
+        config_path = write_dev_config(
+            state_dir, dsn, anvil, chain_id, port, tokens, to_checksum_address(accounts[1])
+        )
+        config: Config = load_config(config_path)
+        db.migrate(dsn)
+        print(banner(config, anvil, tokens), flush=True)
+        return serve(config, dsn)
+    finally:
+        anvil.stop()
+
+
+def banner(config: Config, anvil: AnvilProcess, tokens: dict[str, tuple[str, int]]) -> str:
+    api = f"http://{config.server.host}:{config.server.port}"
+    token_list = ", ".join(f"{s} {a}" for s, (a, _) in tokens.items())
+    return "\n".join(
+        [
+            "ctripd dev — throw-away devnet (all data is reset on the next start)",
+            f"  API:      {api}",
+            f"  Anvil:    {anvil.url} (chain id {config.chains[0].chain_id}, 2 s blocks)",
+            f"  tokens:   {token_list}",
+            f"  config:   {config.path}",
+            "  stop:     Ctrl-C",
+        ]
+    )
