@@ -64,7 +64,7 @@ def write_dev_config(
     config_path.write_text(
         "\n".join(
             [
-                "# Written by `ctripd dev` on every start; edit ctripd.toml at the repo root instead.",
+                "# Written by `ctripd dev` on every start.",
                 "[daemon]",
                 'state_dir = "."',
                 "[server]",

@@ -48,12 +48,12 @@ class TaskSet:
 
         return run
 
-    async def drain(self, timeout: float) -> None:
-        """Stop accepting work and wait up to `timeout` s for what is running, then cancel it."""
+    async def drain(self, grace: float) -> None:
+        """Stop accepting work and wait up to `grace` s for what is running, then cancel it."""
         self.closed = True
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:
