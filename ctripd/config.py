@@ -440,19 +440,22 @@ def _validate(built: dict[str, Any], file: str) -> None:
         raise ConfigError(file, "log.format", "must be auto, json or console")
 
 
-def resolve_secret_path(name: str, env: Mapping[str, str] | None = None) -> Path:
-    """A bare file name is looked up in systemd's $CREDENTIALS_DIRECTORY when it is set."""
+def resolve_secret_path(config_file: str, name: str, env: Mapping[str, str] | None = None) -> Path:
+    """A bare file name is looked up in systemd's $CREDENTIALS_DIRECTORY when that is set;
+    other relative paths are relative to the config file's directory."""
     env = os.environ if env is None else env
     path = Path(name)
+    if path.is_absolute():
+        return path
     creds = env.get("CREDENTIALS_DIRECTORY")
-    if creds and not path.is_absolute() and len(path.parts) == 1:
+    if creds and len(path.parts) == 1:
         return Path(creds) / path
-    return path
+    return Path(config_file).resolve().parent / path
 
 
 def read_secret(config_file: str, key: str, name: str, env: Mapping[str, str] | None = None) -> str:
     """Read a secret file; refuse files that group or others may read. Never echo the content."""
-    path = resolve_secret_path(name, env)
+    path = resolve_secret_path(config_file, name, env)
     try:
         st = path.stat()
     except FileNotFoundError:

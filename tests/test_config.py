@@ -164,7 +164,9 @@ def test_secret_from_systemd_credentials(tmp_path: Path) -> None:
     (tmp_path / "mnemonic").write_text("from-credentials")
     (tmp_path / "mnemonic").chmod(0o400)
     env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
-    assert read_secret("ctripd.toml", "wallet.mnemonic_file", "mnemonic", env) == "from-credentials"
+    assert read_secret("ctripd.toml", "wallet.mnemonic_file", "mnemonic", env) == (
+        "from-credentials"
+    )
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
