@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 
 export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
-.PHONY: install dev test lint typecheck pytest tokens bench faults clean
+.PHONY: install dev test lint typecheck pytest browser tokens bench faults clean
 
 install: $(VENV)/.installed $(TOOLS)/node_modules/.installed
 
@@ -33,8 +33,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+# The checkout page's browser tests drive Debian's chromium: installed here as root with apt-get;
+# elsewhere they are skipped, and pytest's summary says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "browser: chromium is missing and apt-get is unusable here (not root?): the browser tests will be skipped"; \
+	fi
 
 test: lint typecheck pytest
 

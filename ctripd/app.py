@@ -12,10 +12,11 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ctripd import db
+from ctripd import db, expiry, wallet
 from ctripd.chainwatch import ChainWatcher
 from ctripd.config import Config
 from ctripd.rpc import RpcClient
+from ctripd.sweeper import Sweeper, make_sweepers
 from ctripd.tasks import TaskSet
 
 log = structlog.get_logger(__name__)
@@ -26,6 +27,8 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 RPC = web.AppKey("rpc", dict[str, RpcClient])
 WATCHERS = web.AppKey("watchers", dict[str, ChainWatcher])
 TASKS = web.AppKey("tasks", TaskSet)
+WALLET = web.AppKey("wallet", wallet.Wallet)
+SWEEPERS = web.AppKey("sweepers", dict[str, Sweeper])
 
 
 @dataclass(frozen=True)
@@ -36,17 +39,24 @@ class AppOptions:
 
 
 def create_app(config: Config, options: AppOptions) -> web.Application:
-    from ctripd import health
+    from ctripd import api, chains_api, checkout, events_api, health, metrics, webhooks
 
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[CONFIG] = config
     app[TASKS] = TaskSet()
+    app[WALLET] = wallet.from_config(config)
     app.cleanup_ctx.append(_pool_ctx(options.dsn))
     app.cleanup_ctx.append(_http_ctx)
-    app.cleanup_ctx.append(_chains_ctx)
+    app.cleanup_ctx.append(_chains_ctx(options.dsn))
+    app.cleanup_ctx.append(webhooks.webhooks_ctx(options.background))
     if options.background:
         app.cleanup_ctx.append(_scheduler_ctx)
     health.setup_routes(app)
+    events_api.setup_routes(app)
+    chains_api.setup_routes(app)
+    api.setup_routes(app, options.dsn)
+    checkout.setup_routes(app)
+    metrics.setup_routes(app)
     return app
 
 
@@ -67,22 +77,29 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[HTTP].close()
 
 
-async def _chains_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One RPC client and one watcher per configured chain; each chain has its row."""
-    config = app[CONFIG]
-    pool = app[POOL]
-    app[RPC] = {}
-    app[WATCHERS] = {}
-    for chain in config.chains:
-        await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
-        rpc = RpcClient(chain.name, list(chain.rpc), app[HTTP], timeout=chain.rpc_timeout)
-        app[RPC][chain.name] = rpc
-        app[WATCHERS][chain.name] = ChainWatcher(chain, pool, rpc)
-    yield
+def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """One RPC client and one watcher per configured chain; each chain has its row."""
+        config = app[CONFIG]
+        pool = app[POOL]
+        app[RPC] = {}
+        app[WATCHERS] = {}
+        for chain in config.chains:
+            await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
+            rpc = RpcClient(chain.name, list(chain.rpc), app[HTTP], timeout=chain.rpc_timeout)
+            app[RPC][chain.name] = rpc
+            # The watcher holds its own connection: the chain's leadership lock lives on it.
+            app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
+        app[SWEEPERS] = make_sweepers(config, pool, app[RPC], app[WALLET])
+        yield
+        for watcher in app[WATCHERS].values():
+            await watcher.close()
+
+    return ctx
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One interval job per chain; on shutdown stop scheduling, then finish in-flight work."""
+    """Per-chain watch jobs and expiry; on shutdown stop scheduling, then finish in-flight work."""
     config = app[CONFIG]
     tasks = app[TASKS]
     scheduler = AsyncIOScheduler()
@@ -97,6 +114,25 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             coalesce=True,
             next_run_time=_now(),
         )
+    for name, sweeper in app[SWEEPERS].items():
+        scheduler.add_job(
+            tasks.job(f"sweep:{name}", sweeper.run_once),
+            "interval",
+            seconds=sweeper.chain.poll_interval,
+            id=f"sweep:{name}",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=_now(),
+        )
+    scheduler.add_job(
+        tasks.job("expiry", lambda: expiry.run_once(app[POOL])),
+        "interval",
+        seconds=config.payments.expiry_interval,
+        id="expiry",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=_now(),
+    )
     scheduler.start()
     log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])
     yield

@@ -41,12 +41,10 @@ def check_secrets(config: Config) -> None:
     """Refuse unsafe secret files at start-up, before anything else happens."""
     if config.wallet.mnemonic_file:
         read_secret(config.path, "wallet.mnemonic_file", config.wallet.mnemonic_file)
-    if config.webhooks.secret_file:
-        read_secret(config.path, "webhooks.secret_file", config.webhooks.secret_file)
-    if config.webhooks.previous_secret_file:
-        read_secret(
-            config.path, "webhooks.previous_secret_file", config.webhooks.previous_secret_file
-        )
+    if config.webhooks.secret_file or config.webhooks.previous_secret_file:
+        from ctripd.signing import Signer
+
+        Signer.from_config(config)  # file modes, and the whsec_<base64> format
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -101,6 +99,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(Path(args.state_dir), chain_id=args.chain_id, port=args.port)
 
 
+def cmd_dev_pay(args: argparse.Namespace) -> int:
+    from ctripd.dev import pay
+
+    print(pay(Path(args.state_dir), args.payment_id, args.amount))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctripd", description=__doc__)
     parser.add_argument(
@@ -119,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--chain-id", type=int, default=31337)
     dev.add_argument("--port", type=int, default=8080)
     dev.set_defaults(func=cmd_dev)
+    dev_sub = dev.add_subparsers(dest="dev_command")
+    dev_pay = dev_sub.add_parser("pay", help="pay a payment from a funded devnet account")
+    dev_pay.add_argument("payment_id")
+    dev_pay.add_argument("--amount", help="asset units (default: what is still due)")
+    dev_pay.set_defaults(func=cmd_dev_pay)
+    from ctripd import events_api
+
+    events_api.add_commands(sub)
+    from ctripd import apikeys, wallet
+
+    apikeys.add_commands(sub)
+    wallet.add_commands(sub)
+    from ctripd import reconcile
+
+    reconcile.add_commands(sub)
     return parser
 
 

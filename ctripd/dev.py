@@ -122,22 +122,61 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
         )
         config: Config = load_config(config_path)
         db.migrate(dsn)
-        print(banner(config, anvil, tokens), flush=True)
+        api_key = asyncio.run(_create_api_key(dsn))
+        print(banner(config, anvil, tokens, api_key, state_dir), flush=True)
         return serve(config, dsn)
     finally:
         anvil.stop()
 
 
-def banner(config: Config, anvil: AnvilProcess, tokens: dict[str, tuple[str, int]]) -> str:
+async def _create_api_key(dsn: str) -> str:
+    from ctripd.apikeys import create_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        key, _ = await create_key(conn, "dev", "default")
+    finally:
+        await conn.close()
+    return key
+
+
+def pay(state_dir: Path, payment_id: str, amount: str | None) -> str:
+    """`ctripd dev pay`: pay a payment of the running devnet; returns the transaction hash."""
+    from ctripd.devpay import dev_pay
+
+    config_path = state_dir.resolve() / "ctripd.toml"
+    if not config_path.exists():
+        raise DevError(f"no devnet under {state_dir}: start `ctripd dev` first")
+    return asyncio.run(dev_pay(load_config(config_path), payment_id, amount))
+
+
+def banner(
+    config: Config,
+    anvil: AnvilProcess,
+    tokens: dict[str, tuple[str, int]],
+    api_key: str,
+    state_dir: Path,
+) -> str:
     api = f"http://{config.server.host}:{config.server.port}"
     token_list = ", ".join(f"{s} {a}" for s, (a, _) in tokens.items())
+    chain = config.chains[0].name
     return "\n".join(
         [
             "ctripd dev — throw-away devnet (all data is reset on the next start)",
-            f"  API:      {api}",
+            f"  API:      {api}   (docs: {api}/docs)",
+            f"  API key:  {api_key}",
             f"  Anvil:    {anvil.url} (chain id {config.chains[0].chain_id}, 2 s blocks)",
             f"  tokens:   {token_list}",
             f"  config:   {config.path}",
             "  stop:     Ctrl-C",
+            "",
+            "Create a payment:",
+            f"  curl -s -X POST {api}/v1/payments -H 'Authorization: Bearer {api_key}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            f'    -d \'{{"chain": "{chain}", "asset": "ETH", "amount": "0.05"}}\'',
+            "Pay it from a funded devnet account, then watch it confirm:",
+            f"  ctripd dev --state-dir {state_dir} pay <payment id>",
+            f"  curl -s {api}/v1/payments/<payment id> -H 'Authorization: Bearer {api_key}'",
+            f"  open {api}/pay/<payment id> in a browser for the checkout page",
         ]
     )

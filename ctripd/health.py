@@ -1,4 +1,5 @@
-"""/healthz (the process is up) and /readyz (database and every chain's RPC answer correctly)."""
+"""/healthz (the process is up) and /readyz (database and every chain's RPC answer correctly,
+and no chain's scanner lags more than `server.max_lag_blocks` behind its head)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ctripd.chains_api import chain_rows, lag
 from ctripd.errors import CtripdError
 
 
@@ -36,6 +38,13 @@ async def readyz(request: web.Request) -> web.Response:
 
     chains = app[CONFIG].chains
     results = await asyncio.gather(*(chain_check(c.name, c.chain_id) for c in chains))
+    if checks["database"] == "ok":
+        max_lag = app[CONFIG].server.max_lag_blocks
+        rows = await chain_rows(app[POOL])
+        for i, chain in enumerate(chains):
+            behind = lag(rows.get(chain.name))
+            if results[i] == "ok" and behind is not None and behind > max_lag:
+                results[i] = f"error: scanner {behind} blocks behind the head (max {max_lag})"
     checks["chains"] = {c.name: r for c, r in zip(chains, results, strict=True)}
     ready = checks["database"] == "ok" and all(r == "ok" for r in results)
     return web.json_response(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 MAX_UINT256 = 2**256 - 1
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]*)(?:\.([0-9]+))?$")
+_DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 
 
 class AmountError(ValueError):
@@ -14,7 +14,7 @@ class AmountError(ValueError):
 
 def to_base_units(text: str, decimals: int) -> int:
     """'12.5' with 6 decimals → 12500000; refuses exponents, signs, excess decimals, zero."""
-    match = _DECIMAL.match(text)
+    match = _DECIMAL.fullmatch(text)
     if not match:
         raise AmountError('must be a plain decimal string such as "12.5"')
     whole, frac = match.group(1), match.group(2) or ""

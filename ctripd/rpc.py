@@ -1,51 +1,154 @@
-"""JSON-RPC client of one chain: batching and failover across the chain's URLs."""
+"""JSON-RPC client of one chain: batching, retries, failover across URLs, adaptive eth_getLogs.
+
+A lean aiohttp + orjson path rather than web3's providers: `python -m bench.scan` measures web3's
+batch requests at the speed of its one-call-per-block loop (its result formatters dominate), while
+this client fetches the same blocks 2-4x faster. web3 remains the tool for ABI work elsewhere.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import structlog
 
 from ctripd.errors import CtripdError
 
+log = structlog.get_logger(__name__)
+
+Call = tuple[str, list[Any]]
+
 
 class RpcError(CtripdError):
-    """Every RPC URL of a chain failed, or the node answered with an error."""
+    """Base of every chain RPC failure."""
+
+
+class RpcUnavailableError(RpcError):
+    """No URL of the chain answered (network, timeout, HTTP or malformed answers), after retries."""
+
+
+class RpcNodeError(RpcError):
+    """The node answered a call with a JSON-RPC error."""
+
+    def __init__(self, chain: str, method: str, code: int | None, message: str) -> None:
+        self.method = method
+        self.code = code
+        self.message = message
+        super().__init__(f"{chain}: {method}: error {code}: {message}"[:500])
+
+
+class RpcRangeError(RpcNodeError):
+    """eth_getLogs refused the block range or the result size; retry with a smaller range."""
+
+
+# Providers word their eth_getLogs limits differently: "block range too large", "exceed maximum
+# block range: 5000", "query returned more than 10000 results", "Log response size exceeded", …
+_RANGE_LIMIT = re.compile(
+    r"range|too (many|large|wide|big)|more than \d+|size exceed|exceed|limit", re.IGNORECASE
+)
+# Infura / EIP-1474 "limit exceeded".
+_LIMIT_CODE = -32005
+
+
+class _TransportError(Exception):
+    """One URL failed to give a usable answer; the caller moves on to the next."""
+
+
+def display_url(url: str) -> str:
+    """The URL without credentials, path or query: providers put API keys there."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    hidden = "/…" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{hidden}"
 
 
 @dataclass
 class Endpoint:
+    """One RPC URL and its health, as `/v1/chains` shows it."""
+
     url: str
     ok: bool = True
     last_error: str | None = None
+    last_error_at: float | None = None
     latency_ms: float | None = None
     requests: int = 0
     errors: int = 0
+    consecutive_failures: int = 0
+    # time.monotonic() before which this URL is only tried when every other URL failed too.
+    down_until: float = 0.0
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "url": display_url(self.url),
+            "ok": self.ok,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "requests": self.requests,
+            "errors": self.errors,
+        }
 
 
 @dataclass
 class RpcClient:
-    """Calls go to the first healthy URL, in configured order; a failure moves on to the next."""
+    """Calls go to the first URL not cooling down, in configured order.
+
+    A failed URL cools down (1 s, doubling per consecutive failure, at most `cooldown_cap`);
+    afterwards it is tried first again, so traffic returns to the primary once it recovers.
+    When every URL failed, the whole round is retried after a capped exponential backoff with
+    full jitter, `retries` times, before `RpcUnavailableError`.
+    """
 
     chain: str
     urls: list[str]
     session: aiohttp.ClientSession
     timeout: float = 10.0
+    retries: int = 3
+    backoff_base: float = 0.25
+    backoff_cap: float = 5.0
+    cooldown_cap: float = 30.0
+    # Calls per HTTP request and HTTP requests in flight (bench/scan measures both on Anvil).
+    batch_size: int = 25
+    concurrency: int = 3
+    # eth_getLogs: the largest span asked for; the current span shrinks and grows within it.
+    max_logs_span: int = 500
     endpoints: list[Endpoint] = field(init=False)
+    logs_span: int = field(init=False)
+    _logs_streak: int = field(default=0, init=False)
     _ids: int = field(default=0, init=False)
+    _slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.endpoints = [Endpoint(u) for u in self.urls]
+        self.logs_span = self.max_logs_span
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    def health(self) -> list[dict[str, Any]]:
+        return [e.health() for e in self.endpoints]
 
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        (result,) = await self.batch([(method, params or [])])
+        (result,) = await self._request([(method, params or [])])
         return result
 
-    async def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        """Send calls as one JSON-RPC batch; results in call order."""
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """Results in call order; large lists go out as concurrent batches of `batch_size`."""
+        if len(calls) <= self.batch_size:
+            return await self._request(calls)
+        chunks = [calls[i : i + self.batch_size] for i in range(0, len(calls), self.batch_size)]
+        parts = await asyncio.gather(*(self._request(c) for c in chunks))
+        return [r for part in parts for r in part]
+
+    async def _request(self, calls: Sequence[Call]) -> list[Any]:
         if not calls:
             return []
         first = self._ids
@@ -56,51 +159,134 @@ class RpcClient:
                 for i, (m, p) in enumerate(calls)
             ]
         )
-        errors: list[str] = []
-        for endpoint in self.endpoints:
-            try:
-                answers = await self._post(endpoint, body)
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                endpoint.ok = False
-                endpoint.errors += 1
-                endpoint.last_error = f"{type(exc).__name__}: {exc}"[:200]
-                errors.append(f"{endpoint.url}: {endpoint.last_error}")
-                continue
-            endpoint.ok = True
-            endpoint.last_error = None
-            by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
-            results = []
-            for i, (method, _) in enumerate(calls):
-                answer = by_id.get(first + i)
-                if answer is None:
-                    raise RpcError(f"{self.chain}: no answer to {method}")
-                if "error" in answer:
-                    raise RpcError(f"{self.chain}: {method}: {answer['error']}")
-                results.append(answer.get("result"))
-            return results
-        raise RpcError(f"{self.chain}: every RPC URL failed: {'; '.join(errors)}")
+        async with self._slots:
+            answers = await self._send(body)
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        results = []
+        for i, (method, _) in enumerate(calls):
+            answer = by_id.get(first + i)
+            if answer is None:
+                # A whole-batch refusal comes back as one error without our ids.
+                answer = answers[0] if len(answers) == 1 and "error" in answers[0] else None
+            if answer is None:
+                raise RpcNodeError(self.chain, method, None, "no answer in the batch")
+            if "error" in answer:
+                raise self._node_error(method, answer["error"])
+            results.append(answer.get("result"))
+        return results
 
-    async def _post(self, endpoint: Endpoint, body: bytes) -> list[Any]:
+    def _node_error(self, method: str, error: Any) -> RpcNodeError:
+        code = error.get("code") if isinstance(error, dict) else None
+        message = str(error.get("message") if isinstance(error, dict) else error)
+        if method == "eth_getLogs" and (code == _LIMIT_CODE or _RANGE_LIMIT.search(message)):
+            return RpcRangeError(self.chain, method, code, message)
+        return RpcNodeError(self.chain, method, code, message)
+
+    async def _send(self, body: bytes) -> list[dict[str, Any]]:
+        """POST to the URLs in order of preference; retry rounds with backoff when all fail."""
+        failures: list[str] = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+                await asyncio.sleep(random.uniform(0, delay))
+            now = time.monotonic()
+            # Stable sort: URLs not cooling down keep their configured order.
+            order = sorted(self.endpoints, key=lambda e: max(e.down_until, now))
+            for endpoint in order:
+                try:
+                    return await self._post(endpoint, body)
+                except _TransportError as exc:
+                    failures.append(f"{display_url(endpoint.url)}: {exc}")
+        log.warning("rpc.unavailable", chain=self.chain, errors=failures[-len(self.endpoints) :])
+        raise RpcUnavailableError(
+            f"{self.chain}: every RPC URL failed: {'; '.join(failures[-len(self.endpoints) :])}"
+        )
+
+    async def _post(self, endpoint: Endpoint, body: bytes) -> list[dict[str, Any]]:
         started = time.perf_counter()
         endpoint.requests += 1
-        async with self.session.post(
-            endpoint.url,
-            data=body,
-            headers={"Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-        ) as resp:
-            resp.raise_for_status()
-            raw = await resp.read()
+        try:
+            async with self.session.post(
+                endpoint.url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                if resp.status != 200:
+                    raise _TransportError(f"HTTP {resp.status}")
+                raw = await resp.read()
+            answers = orjson.loads(raw)
+            if isinstance(answers, dict):
+                answers = [answers]
+            if not isinstance(answers, list) or not answers:
+                raise _TransportError("answer is not a JSON-RPC response")
+        except _TransportError as exc:
+            self._failed(endpoint, str(exc))
+            raise
+        except TimeoutError:
+            self._failed(endpoint, f"timeout after {self.timeout:g} s")
+            raise _TransportError(f"timeout after {self.timeout:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            # Its text names host and port only, never the path that may hold a key.
+            self._failed(endpoint, f"cannot connect: {exc.os_error}")
+            raise _TransportError(f"cannot connect: {exc.os_error}") from None
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            self._failed(endpoint, type(exc).__name__)
+            raise _TransportError(type(exc).__name__) from None
         endpoint.latency_ms = (time.perf_counter() - started) * 1000
-        answers = orjson.loads(raw)
-        if isinstance(answers, dict):
-            answers = [answers]
-        if not isinstance(answers, list):
-            raise ValueError("JSON-RPC answer is not a list")
+        if not endpoint.ok:
+            log.info("rpc.recovered", chain=self.chain, url=display_url(endpoint.url))
+        endpoint.ok = True
+        endpoint.consecutive_failures = 0
+        endpoint.down_until = 0.0
         return answers
+
+    def _failed(self, endpoint: Endpoint, error: str) -> None:
+        endpoint.ok = False
+        endpoint.errors += 1
+        endpoint.consecutive_failures += 1
+        endpoint.last_error = error[:200]
+        endpoint.last_error_at = time.time()
+        cooldown = min(self.cooldown_cap, 2.0 ** (endpoint.consecutive_failures - 1))
+        endpoint.down_until = time.monotonic() + cooldown
+        log.warning("rpc.failed", chain=self.chain, url=display_url(endpoint.url), error=error)
 
     async def chain_id(self) -> int:
         return int(await self.call("eth_chainId"), 16)
 
     async def block_number(self) -> int:
         return int(await self.call("eth_blockNumber"), 16)
+
+    async def get_logs(
+        self, first: int, last: int, addresses: list[str], topics: list[Any]
+    ) -> list[dict[str, Any]]:
+        """Logs of blocks first..last, in as many calls as the provider's limits require.
+
+        The span halves on a range/size refusal and doubles again after four answers in a row.
+        """
+        logs: list[dict[str, Any]] = []
+        start = first
+        while start <= last:
+            end = min(last, start + self.logs_span - 1)
+            query = {
+                "fromBlock": hex(start),
+                "toBlock": hex(end),
+                "address": addresses,
+                "topics": topics,
+            }
+            try:
+                part = await self.call("eth_getLogs", [query])
+            except RpcRangeError:
+                if end == start:
+                    raise
+                self.logs_span = max(1, (end - start + 1) // 2)
+                self._logs_streak = 0
+                log.info("rpc.logs_span_shrunk", chain=self.chain, span=self.logs_span)
+                continue
+            logs.extend(part)
+            start = end + 1
+            self._logs_streak += 1
+            if self._logs_streak >= 4 and self.logs_span < self.max_logs_span:
+                self.logs_span = min(self.max_logs_span, self.logs_span * 2)
+                self._logs_streak = 0
+        return logs

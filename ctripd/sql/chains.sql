@@ -8,3 +8,41 @@ UPDATE chains SET head = $2, head_seen_at = now() WHERE name = $1;
 
 -- name: all_chains
 SELECT * FROM chains ORDER BY name;
+
+-- name: try_lock
+-- Leadership: the session-level advisory lock of a chain, held by the scanning process.
+SELECT pg_try_advisory_lock(hashtextextended('ctripd.chain:' || $1, 0));
+
+-- name: chain_cursor
+SELECT scanned_block FROM chains WHERE name = $1;
+
+-- name: init_cursor
+UPDATE chains SET scanned_block = $2, scanned_at = now()
+WHERE name = $1 AND scanned_block IS NULL;
+
+-- name: move_cursor
+-- Compare-and-set: a range applies only on top of the cursor it was read from.
+UPDATE chains SET scanned_block = $3, scanned_at = now()
+WHERE name = $1 AND scanned_block = $2;
+
+-- name: block_hash
+SELECT hash FROM blocks WHERE chain = $1 AND number = $2;
+
+-- name: stored_blocks
+SELECT number, hash FROM blocks WHERE chain = $1 ORDER BY number DESC;
+
+-- name: store_blocks
+INSERT INTO blocks (chain, number, hash, parent_hash)
+SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])
+ON CONFLICT (chain, number) DO UPDATE
+SET hash = EXCLUDED.hash, parent_hash = EXCLUDED.parent_hash;
+
+-- name: prune_blocks
+DELETE FROM blocks WHERE chain = $1 AND number <= $2;
+
+-- name: drop_blocks_after
+DELETE FROM blocks WHERE chain = $1 AND number > $2;
+
+-- name: lock_cursor
+-- Taken first in a step's transaction: true while the cursor is where the step was read from.
+SELECT scanned_block = $2 FROM chains WHERE name = $1 FOR UPDATE;

@@ -16,3 +16,72 @@ FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
 WHERE sp.payment_id = $1 AND s.kind <> 'gas_topup'
 ORDER BY s.id DESC
 LIMIT 1;
+
+-- name: next_address_indexes
+SELECT nextval('address_index_seq') AS index FROM generate_series(1, $1);
+
+-- name: insert_payment_with_event
+-- One statement, so atomic without BEGIN/COMMIT: the payment and its payment.created event.
+-- ON CONFLICT on the idempotency key inserts neither and returns no row.
+WITH p AS (
+    INSERT INTO payments (
+        id, merchant, chain, chain_id, asset, token_address, decimals, amount, address,
+        address_index, confirmations_required, order_id, metadata, idempotency_key,
+        request_hash, created_at, expires_at
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $14, $15, $16, $17)
+    ON CONFLICT (merchant, idempotency_key) DO NOTHING
+    RETURNING id, merchant, created_at
+)
+INSERT INTO events (id, payment_id, merchant, type, payload, created_at)
+SELECT $18, p.id, p.merchant, 'payment.created', $19::text::jsonb, p.created_at FROM p
+RETURNING payment_id;
+
+-- name: payment_by_idempotency_key
+SELECT id, request_hash FROM payments WHERE merchant = $1 AND idempotency_key = $2;
+
+-- name: list_payments
+-- Newest first; ($5, $6) is the (created_at, id) of the last row of the previous page.
+SELECT p.*, c.head
+FROM payments p LEFT JOIN chains c ON c.name = p.chain
+WHERE p.merchant = $1
+  AND ($2::text IS NULL OR p.status = $2)
+  AND ($3::text IS NULL OR p.chain = $3)
+  AND ($4::text IS NULL OR p.order_id = $4)
+  AND ($5::timestamptz IS NULL OR (p.created_at, p.id) < ($5, $6::text))
+ORDER BY p.created_at DESC, p.id DESC
+LIMIT $7;
+
+-- name: transfers_of_payments
+SELECT payment_id, tx_hash, kind, log_index, block_number, block_hash, from_address,
+       token_address, amount, status, created_at
+FROM transfers
+WHERE payment_id = ANY($1::text[])
+ORDER BY payment_id, block_number, tx_hash, log_index;
+
+-- name: sweeps_of_payments
+SELECT DISTINCT ON (sp.payment_id) sp.payment_id, s.status, s.tx_hash
+FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
+WHERE sp.payment_id = ANY($1::text[]) AND s.kind <> 'gas_topup'
+ORDER BY sp.payment_id, s.id DESC;
+
+-- name: cancel_payment
+UPDATE payments SET status = 'canceled', canceled_at = now()
+WHERE id = $1 AND merchant = $2 AND status = 'pending'
+RETURNING id;
+
+-- name: status_of_payment
+SELECT status FROM payments WHERE id = $1 AND merchant = $2;
+
+-- name: expire_due
+-- Pending payments past their window; SKIP LOCKED so that concurrent runs (several processes)
+-- and a watcher crediting one of them never block or expire a payment twice.
+UPDATE payments SET status = 'expired', expired_at = now()
+WHERE id IN (
+    SELECT id FROM payments
+    WHERE status = 'pending' AND expires_at <= now()
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) AND status = 'pending'
+RETURNING id;

@@ -1,0 +1,2 @@
+-- name: cursor_key
+SELECT value FROM server_secrets WHERE name = 'cursor_hmac';

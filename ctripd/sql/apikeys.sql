@@ -1,0 +1,16 @@
+-- name: insert_key
+INSERT INTO api_keys (name, merchant, prefix, key_hash)
+VALUES ($1, $2, $3, $4)
+RETURNING id, name, merchant, prefix, created_at, revoked_at;
+
+-- name: key_by_hash
+SELECT id, merchant, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+
+-- name: list_keys
+SELECT id, name, merchant, prefix, created_at, revoked_at FROM api_keys ORDER BY id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id;
+
+-- name: key_exists
+SELECT revoked_at FROM api_keys WHERE id = $1;

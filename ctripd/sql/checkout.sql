@@ -1,0 +1,14 @@
+-- name: checkout_payment
+-- What the payer's page shows, and nothing else: no merchant, order_id or metadata.
+-- newest_block: the latest live transfer in the payment's own asset, whose confirmations
+-- (counted to the last scanned block, as the watcher counts them) the payer waits for.
+SELECT p.id, p.chain, p.chain_id, p.asset, p.token_address, p.decimals, p.amount, p.address,
+       p.status, p.amount_received, p.paid_late, p.confirmations_required, p.expires_at,
+       c.scanned_block,
+       (SELECT max(t.block_number) FROM transfers t
+        WHERE t.payment_id = p.id AND t.status = 'live'
+          AND lower(coalesce(t.token_address, '')) = lower(coalesce(p.token_address, '')))
+           AS newest_block
+FROM payments p
+LEFT JOIN chains c ON c.name = p.chain
+WHERE p.id = $1;

@@ -1,0 +1,63 @@
+-- name: lock_payments_for_step
+-- Payments receiving transfers now, and those whose amounts still wait for confirmations;
+-- locked in id order so concurrent writers (cancel, expiry) never deadlock with the scanner.
+SELECT * FROM payments
+WHERE chain = $1
+  AND (lower(address) = ANY($2::text[])
+       OR status = 'detected' OR amount_confirmed < amount_received)
+ORDER BY id
+FOR UPDATE;
+
+-- name: lock_payments_by_id
+SELECT * FROM payments WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE;
+
+-- name: own_sweep_txs
+-- Our own transactions (any signed version of a sweep), such as gas top-ups of deposit addresses.
+SELECT v.tx_hash FROM sweep_txs v JOIN sweeps s ON s.id = v.sweep_id
+WHERE s.chain = $1 AND v.tx_hash = ANY($2::text[]);
+
+-- name: upsert_transfers
+-- New transfers are inserted; one a reorg orphaned and the chain included again (maybe in
+-- another block) comes back to life with its new block. Live rows are left alone. Returns the
+-- rows that became live.
+INSERT INTO transfers AS t
+    (chain, tx_hash, kind, log_index, payment_id, token_address, from_address, to_address,
+     amount, block_number, block_hash)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::numeric[], $10::bigint[], $11::text[])
+ON CONFLICT (chain, tx_hash, kind, log_index) DO UPDATE
+SET block_number = EXCLUDED.block_number,
+    block_hash = EXCLUDED.block_hash,
+    status = 'live',
+    orphaned_at = NULL
+WHERE t.status = 'orphaned'
+RETURNING t.*;
+
+-- name: payment_sums
+-- Received and confirmed sums of the live transfers in each payment's own asset; a transfer
+-- counts as confirmed with at least confirmations_required blocks up to and including $2.
+SELECT p.id,
+       coalesce(sum(t.amount), 0) AS received,
+       coalesce(sum(t.amount) FILTER (
+           WHERE t.block_number <= $2 - p.confirmations_required + 1), 0) AS confirmed
+FROM payments p
+LEFT JOIN transfers t
+       ON t.payment_id = p.id AND t.status = 'live'
+      AND lower(coalesce(t.token_address, '')) = lower(coalesce(p.token_address, ''))
+WHERE p.id = ANY($1::text[])
+GROUP BY p.id;
+
+-- name: update_payment
+UPDATE payments
+SET amount_received = $2, amount_confirmed = $3, status = $4, paid_late = $5,
+    detected_at = $6, confirmed_at = $7
+WHERE id = $1;
+
+-- name: live_payments_after
+SELECT DISTINCT payment_id FROM transfers
+WHERE chain = $1 AND block_number > $2 AND status = 'live';
+
+-- name: orphan_transfers_after
+UPDATE transfers SET status = 'orphaned', orphaned_at = now()
+WHERE chain = $1 AND block_number > $2 AND status = 'live'
+RETURNING *;

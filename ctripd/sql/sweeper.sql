@@ -1,0 +1,154 @@
+-- name: try_run_lock
+-- One sweeper per chain at a time, across processes; released at unlock or session end.
+SELECT pg_try_advisory_lock(hashtextextended($1, 0));
+
+-- name: run_unlock
+SELECT pg_advisory_unlock(hashtextextended($1, 0));
+
+-- name: nonce_lock
+-- Serializes nonce allocation per sending address until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
+
+-- name: due_payments
+-- Confirmed payments whose confirmed amount is not yet covered by a sweep (or a dust check),
+-- with no sweep of theirs in flight, outside the back-off after failed sweeps
+-- (1 minute doubling per failure, at most 512 minutes). $2 = now, $3 = limit.
+SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
+       p.amount_confirmed,
+       (SELECT max(t.block_number) FROM transfers t
+        WHERE t.payment_id = p.id AND t.status = 'live') AS last_block
+FROM payments p
+WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered
+  AND NOT EXISTS (
+      SELECT 1 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
+      WHERE sp.payment_id = p.id AND s.status IN ('signed', 'broadcast'))
+  AND COALESCE((
+      SELECT max(s.updated_at) + interval '1 minute' * 2 ^ least(count(*) - 1, 9)
+      FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
+      WHERE sp.payment_id = p.id AND s.status = 'failed'), '-infinity') <= $2
+ORDER BY p.address, p.id
+LIMIT $3;
+
+-- name: mark_dust
+-- Nothing worth sweeping now: wait until more funds are confirmed.
+UPDATE payments SET sweep_covered = GREATEST(sweep_covered, $2) WHERE id = $1;
+
+-- name: max_nonce
+SELECT max(nonce) FROM sweeps WHERE chain = $1 AND from_address = $2;
+
+-- name: insert_sweep
+INSERT INTO sweeps (chain, kind, from_address, from_index, to_address, token_address, amount,
+                    nonce, gas_limit, max_fee_per_gas, max_priority_fee, gas_price, raw_tx,
+                    tx_hash, status, signed_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'signed', $15, $15, $15)
+RETURNING id;
+
+-- name: insert_version
+INSERT INTO sweep_txs (sweep_id, tx_hash, raw_tx, amount, max_fee_per_gas, max_priority_fee,
+                       gas_price, signed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: link_payment
+INSERT INTO sweep_payments (sweep_id, payment_id, covered) VALUES ($1, $2, $3);
+
+-- name: unfinished
+SELECT * FROM sweeps
+WHERE chain = $1 AND status IN ('signed', 'broadcast')
+  AND (next_try_at IS NULL OR next_try_at <= $2)
+ORDER BY id;
+
+-- name: sweeps_by_id
+SELECT * FROM sweeps WHERE id = ANY($1::bigint[]) ORDER BY id;
+
+-- name: versions
+SELECT * FROM sweep_txs WHERE sweep_id = ANY($1::bigint[]) ORDER BY sweep_id, id;
+
+-- name: payments_of_sweep
+SELECT payment_id FROM sweep_payments WHERE sweep_id = $1 ORDER BY payment_id;
+
+-- name: unfinished_topup_to
+SELECT EXISTS (
+    SELECT 1 FROM sweeps
+    WHERE chain = $1 AND kind = 'gas_topup' AND to_address = $2
+      AND status IN ('signed', 'broadcast'));
+
+-- name: mark_broadcast
+UPDATE sweeps
+SET status = 'broadcast', broadcast_at = COALESCE(broadcast_at, $2), updated_at = $2,
+    attempts = 0, next_try_at = NULL, error = NULL
+WHERE id = $1 AND status IN ('signed', 'broadcast');
+
+-- name: retry_later
+UPDATE sweeps SET attempts = attempts + 1, next_try_at = $2, error = $3, updated_at = $4
+WHERE id = $1 AND status IN ('signed', 'broadcast');
+
+-- name: replace_current
+-- A new version with the same nonce becomes current; it is sent next.
+UPDATE sweeps
+SET status = 'signed', raw_tx = $2, tx_hash = $3, amount = $4, max_fee_per_gas = $5,
+    max_priority_fee = $6, gas_price = $7, signed_at = $8, updated_at = $8, attempts = 0,
+    next_try_at = NULL, error = NULL
+WHERE id = $1 AND status IN ('signed', 'broadcast');
+
+-- name: finish_mined
+-- The version that was mined becomes the row's transaction, with its receipt.
+UPDATE sweeps s
+SET status = $3, tx_hash = v.tx_hash, raw_tx = v.raw_tx, amount = v.amount,
+    max_fee_per_gas = v.max_fee_per_gas, max_priority_fee = v.max_priority_fee,
+    gas_price = v.gas_price, block_number = $4, gas_used = $5::bigint, effective_gas_price = $6,
+    fee = $5::bigint::numeric * $6, error = $7,
+    confirmed_at = CASE WHEN $3 = 'confirmed' THEN $8::timestamptz END, updated_at = $8
+FROM sweep_txs v
+WHERE s.id = $1 AND v.id = $2 AND v.sweep_id = s.id AND s.status IN ('signed', 'broadcast')
+RETURNING s.*;
+
+-- name: fail_unmined
+UPDATE sweeps SET status = 'failed', error = $2, updated_at = $3
+WHERE id = $1 AND status IN ('signed', 'broadcast');
+
+-- name: cover_payments
+UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
+FROM sweep_payments sp
+WHERE sp.sweep_id = $1 AND p.id = sp.payment_id
+RETURNING p.id, p.decimals, p.asset;
+
+-- name: deposit_addresses
+SELECT DISTINCT address FROM payments WHERE chain = $1 ORDER BY address;
+
+-- name: credited
+-- Live incoming transfers up to block $2 per deposit address and asset (token NULL: native).
+-- Our own gas top-ups count as top-ups, not credits, should the watcher record them too.
+SELECT p.address, lower(t.token_address) AS token, sum(t.amount) AS amount
+FROM transfers t JOIN payments p ON p.id = t.payment_id
+WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+  AND lower(t.tx_hash) NOT IN (
+      SELECT lower(v.tx_hash) FROM sweep_txs v JOIN sweeps s ON s.id = v.sweep_id
+      WHERE s.chain = $1 AND s.kind = 'gas_topup')
+GROUP BY p.address, lower(t.token_address);
+
+-- name: swept_out
+-- Confirmed sweeps mined up to block $2, per deposit address and asset.
+SELECT from_address AS address, lower(token_address) AS token, sum(amount) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind IN ('native', 'token') AND status = 'confirmed' AND block_number <= $2
+GROUP BY from_address, lower(token_address);
+
+-- name: fees_paid
+-- Gas paid by deposit addresses up to block $2: confirmed and reverted sweeps alike.
+SELECT from_address AS address, sum(fee) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind IN ('native', 'token') AND block_number <= $2 AND fee IS NOT NULL
+GROUP BY from_address;
+
+-- name: topped_up
+SELECT to_address AS address, sum(amount) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind = 'gas_topup' AND status = 'confirmed' AND block_number <= $2
+GROUP BY to_address;
+
+-- name: in_flight
+SELECT from_address, to_address FROM sweeps
+WHERE chain = $1 AND status IN ('signed', 'broadcast');
+
+-- name: scanned_block
+SELECT scanned_block FROM chains WHERE name = $1;

@@ -1,0 +1,98 @@
+-- name: claim_events
+-- Claim due events in one autocommitted statement: first attempts ($1 at most) before retries
+-- ($2 at most), $3 in all. An event waits while an earlier event of its payment is pending.
+-- The claim is a lease: next_attempt_at moves $4 seconds ahead, so no row lock is held over the
+-- HTTP call and a crashed worker's events come due again; the lease value is the claim's token.
+WITH fresh AS (
+    SELECT e.seq FROM events e
+    WHERE e.status = 'pending' AND e.attempts = 0 AND NOT e.held AND e.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM events p
+          WHERE p.payment_id = e.payment_id AND p.status = 'pending' AND p.seq < e.seq)
+    ORDER BY e.next_attempt_at, e.seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), retry AS (
+    SELECT e.seq FROM events e
+    WHERE e.status = 'pending' AND e.attempts > 0 AND e.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM events p
+          WHERE p.payment_id = e.payment_id AND p.status = 'pending' AND p.seq < e.seq)
+    ORDER BY e.next_attempt_at, e.seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT seq, false AS retry FROM fresh
+    UNION ALL
+    (SELECT seq, true FROM retry LIMIT greatest(0, $3 - (SELECT count(*) FROM fresh)))
+)
+UPDATE events e
+SET attempts = e.attempts + 1, next_attempt_at = now() + make_interval(secs => $4)
+FROM picked
+WHERE e.seq = picked.seq
+RETURNING e.id, e.payment_id, e.attempts, e.next_attempt_at AS lease, picked.retry,
+          e.payload::text AS body;
+
+-- name: finish_attempts
+-- Log attempts and settle their events, each only if its worker's lease still holds; one
+-- statement for every attempt that ended meanwhile (one commit, not one each). While an event is
+-- retried, the later events of its payment that never started are held out of the due range;
+-- once it is delivered or failed, they are released. (An event with attempts > 0 may be in
+-- flight, so it is never held: its lease would break.)
+WITH ended AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $4::int[], $5::int[], $6::text[],
+                         $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+        AS t(event_id, attempted_at, http_status, latency_ms, error, response_body, status,
+             next_attempt_at, lease)
+), attempt AS (
+    INSERT INTO delivery_attempts
+        (event_id, attempted_at, url, http_status, latency_ms, error, response_body)
+    SELECT event_id, attempted_at, $3, http_status, latency_ms, error, response_body FROM ended
+), settled AS (
+    UPDATE events e
+    SET status = x.status,
+        next_attempt_at = x.next_attempt_at,
+        delivered_at = CASE WHEN x.status = 'delivered' THEN now() ELSE e.delivered_at END,
+        last_error = x.error
+    FROM ended x
+    WHERE e.id = x.event_id AND e.status = 'pending' AND e.next_attempt_at = x.lease
+    RETURNING e.id, e.payment_id, e.seq, x.status = 'pending' AS retrying
+), held AS (
+    UPDATE events e
+    SET held = s.retrying
+    FROM settled s
+    WHERE e.payment_id = s.payment_id AND e.seq > s.seq
+      AND e.status = 'pending' AND e.attempts = 0 AND e.held <> s.retrying
+)
+SELECT id FROM settled;
+
+-- name: list_events
+-- Newest first; $1 merchant (NULL: all, for the operator's CLI), $4 cursor = last seq seen.
+SELECT seq, id, payment_id, merchant, type, status, attempts, held, created_at,
+       next_attempt_at, delivered_at, last_error, payload::text AS payload
+FROM events
+WHERE ($1::text IS NULL OR merchant = $1)
+  AND ($2::text IS NULL OR payment_id = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::bigint IS NULL OR seq < $4)
+ORDER BY seq DESC
+LIMIT $5;
+
+-- name: attempts_of_events
+SELECT event_id, attempted_at, url, http_status, latency_ms, error, response_body
+FROM delivery_attempts
+WHERE event_id = ANY($1::text[])
+ORDER BY event_id, attempted_at, id;
+
+-- name: event_by_id
+SELECT seq, id, payment_id, merchant, type, status, attempts, held, created_at,
+       next_attempt_at, delivered_at, last_error, payload::text AS payload
+FROM events
+WHERE id = $1 AND ($2::text IS NULL OR merchant = $2);
+
+-- name: redeliver_event
+-- Re-queue a delivered or failed event with a fresh retry schedule; its attempt log stays.
+UPDATE events
+SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+WHERE id = $1 AND ($2::text IS NULL OR merchant = $2) AND status IN ('delivered', 'failed')
+RETURNING id;

@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS payments_pending_expiry;
+DROP TABLE IF EXISTS server_secrets;

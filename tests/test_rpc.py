@@ -1,0 +1,230 @@
+"""The JSON-RPC client against a real Anvil, with a fault-injecting proxy in front of it:
+batching, error mapping, retries, failover and back, timeouts, adaptive eth_getLogs ranges."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from test_scanner_support import (
+    ETH,
+    SENDER,
+    Rig,
+    chain_entry,
+    insert_payment,
+    payment,
+    send_native,
+)
+
+from ctripd import devtokens
+from ctripd.devnet import free_port
+from ctripd.rpc import (
+    RpcClient,
+    RpcNodeError,
+    RpcUnavailableError,
+    display_url,
+)
+from ctripd.scanner import TRANSFER_TOPIC
+
+
+class Proxy:
+    """Forwards JSON-RPC to Anvil unless told to fail: `down` answers 503, `delay` stalls,
+    `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.down = False
+        self.delay = 0.0
+        self.max_logs_span: int | None = None
+        self.requests = 0
+        self.logs_spans: list[int] = []
+        self.server: TestServer | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/"))
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/", self.handle)
+        self.server = TestServer(app)
+        await self.server.start_server()
+        self.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        assert self.server is not None and self.session is not None
+        await self.session.close()
+        await self.server.close()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.down:
+            return web.Response(status=503, text="unavailable")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        body = await request.read()
+        calls = orjson.loads(body)
+        for call in calls if isinstance(calls, list) else [calls]:
+            if call["method"] == "eth_getLogs":
+                query = call["params"][0]
+                span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+                self.logs_spans.append(span)
+                if self.max_logs_span is not None and span > self.max_logs_span:
+                    error = {"code": -32005, "message": "query returned more than 10000 results"}
+                    return web.json_response([{"jsonrpc": "2.0", "id": call["id"], "error": error}])
+        assert self.session is not None
+        async with self.session.post(
+            self.target, data=body, headers={"Content-Type": "application/json"}
+        ) as resp:
+            return web.Response(body=await resp.read(), content_type="application/json")
+
+
+@pytest.fixture
+async def proxies(anvil) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+    started: list[Proxy] = []
+
+    async def make() -> Proxy:
+        proxy = Proxy(anvil.url)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        await proxy.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/"
+
+
+async def test_batch_answers_in_call_order(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    anvil.rpc("anvil_mine", ["0xa"])
+    proxy = await proxies()
+    rpc = RpcClient("anvil", [proxy.url], session, batch_size=3)
+    blocks = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in range(10, 0, -1)])
+    assert [int(b["number"], 16) for b in blocks] == list(range(10, 0, -1))
+    assert proxy.requests == 4  # 3 + 3 + 3 + 1 calls per HTTP request
+    assert await rpc.batch([]) == []
+
+
+async def test_node_errors_are_mapped_and_not_retried(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    proxy = await proxies()
+    rpc = RpcClient("anvil", [proxy.url, anvil.url], session)
+    with pytest.raises(RpcNodeError) as caught:
+        await rpc.call("eth_noSuchMethod", [])
+    assert caught.value.method == "eth_noSuchMethod" and caught.value.code is not None
+    assert proxy.requests == 1  # the node answered: no retry, no failover
+    assert rpc.endpoints[0].ok
+
+
+async def test_dead_first_url_fails_over(anvil, session) -> None:  # type: ignore[no-untyped-def]
+    rpc = RpcClient("anvil", [dead_url(), anvil.url], session)
+    assert await rpc.chain_id() == 31337
+    first, second = rpc.health()
+    assert not first["ok"] and first["last_error"].startswith("cannot connect")
+    assert first["errors"] == 1 and second["ok"] and second["latency_ms"] is not None
+    assert await rpc.block_number() >= 0
+    assert rpc.endpoints[0].requests == 1  # cooling down: the dead URL is not asked again
+
+
+async def test_traffic_returns_to_the_first_url_when_it_recovers(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    primary = await proxies()
+    rpc = RpcClient("anvil", [primary.url, anvil.url], session, cooldown_cap=0.1)
+    primary.down = True
+    assert await rpc.chain_id() == 31337
+    assert rpc.endpoints[0].last_error == "HTTP 503" and rpc.endpoints[1].requests == 1
+    primary.down = False
+    await asyncio.sleep(0.15)  # the cool-down passes
+    assert await rpc.chain_id() == 31337
+    assert rpc.endpoints[0].ok and rpc.endpoints[1].requests == 1
+    assert primary.requests == 2
+
+
+async def test_retries_then_unavailable(proxies, session) -> None:  # type: ignore[no-untyped-def]
+    a, b = await proxies(), await proxies()
+    a.down = b.down = True
+    rpc = RpcClient("anvil", [a.url, b.url], session, retries=2, backoff_base=0.01)
+    with pytest.raises(RpcUnavailableError) as caught:
+        await rpc.block_number()
+    assert (a.requests, b.requests) == (3, 3)  # a first round and two retries, each URL in turn
+    assert "HTTP 503" in str(caught.value)
+
+
+async def test_slow_url_times_out_and_fails_over(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    slow = await proxies()
+    slow.delay = 2.0
+    rpc = RpcClient("anvil", [slow.url, anvil.url], session, timeout=0.3)
+    assert await rpc.chain_id() == 31337
+    assert rpc.endpoints[0].last_error == "timeout after 0.3 s"
+
+
+async def test_get_logs_range_shrinks_and_grows_again(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    token = devtokens.deploy_token(anvil.url, "erc20_6", SENDER)
+    start = int(anvil.rpc("eth_blockNumber"), 16) + 1
+    devtokens.mint(anvil.url, token, SENDER, 10**12, SENDER)
+    for i in range(10):
+        devtokens.token_transfer(anvil.url, token, SENDER, f"0x{i + 1:040x}", 1000 + i)
+    end = int(anvil.rpc("eth_blockNumber"), 16)
+    query = {"fromBlock": hex(start), "toBlock": hex(end), "address": [token]}
+    direct = anvil.rpc("eth_getLogs", [{**query, "topics": [TRANSFER_TOPIC]}])
+    assert len(direct) == 11
+
+    proxy = await proxies()
+    proxy.max_logs_span = 3
+    rpc = RpcClient("anvil", [proxy.url], session, max_logs_span=16)
+    logs = await rpc.get_logs(start, end, [token], [TRANSFER_TOPIC])
+    assert logs == direct
+    refused = [s for s in proxy.logs_spans if s > 3]
+    assert refused and refused[0] == end - start + 1  # asked whole at first, then split
+
+    proxy.max_logs_span = None
+    for _ in range(3):
+        assert await rpc.get_logs(start, end, [token], [TRANSFER_TOPIC]) == direct
+    assert rpc.logs_span == 16  # doubled back after runs of answers
+
+
+async def test_one_block_refused_is_an_error(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    proxy = await proxies()
+    proxy.max_logs_span = 0
+    rpc = RpcClient("anvil", [proxy.url], session, max_logs_span=4)
+    with pytest.raises(RpcNodeError, match="more than 10000 results"):
+        await rpc.get_logs(1, 4, [SENDER], [TRANSFER_TOPIC])
+
+
+def test_display_url_hides_keys() -> None:
+    assert display_url("https://mainnet.infura.io/v3/SECRETKEY") == "https://mainnet.infura.io/…"
+    assert display_url("https://u:pw@rpc.example:8545/?apikey=SECRET") == (
+        "https://rpc.example:8545/…"
+    )
+    assert display_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
+    assert display_url("http://127.0.0.1:8545/") == "http://127.0.0.1:8545"
+
+
+async def test_watcher_scans_through_a_dead_first_url(write_config, pool, anvil) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(chains=[chain_entry(anvil, rpc=[dead_url(), anvil.url])])
+    rig = Rig()
+    try:
+        watcher = rig.watcher(config)
+        await watcher.run_once()
+        pid, address = await insert_payment(pool, config, ETH)
+        send_native(anvil, address, ETH)
+        await watcher.run_once()
+        assert (await payment(pool, pid))["status"] == "detected"
+        assert not watcher.rpc.endpoints[0].ok and watcher.rpc.endpoints[1].ok
+    finally:
+        await rig.close()
