@@ -176,11 +176,15 @@ def _check_json_value(value: Any, name: str, depth: int) -> None:
         raise validation("metadata", f"nests deeper than {METADATA_MAX_DEPTH} levels")
     if isinstance(value, str):
         _check_text(value, name)
-    elif isinstance(value, bool) or value is None or isinstance(value, float):
+    elif isinstance(value, bool) or value is None:
         pass
-    elif isinstance(value, int):
+    elif isinstance(value, int | float):
+        # Floats too: Postgres keeps 1e20 as the number 100000000000000000000, which reads back
+        # as an int that no longer fits the 64 bits our JSON encoder writes.
         if not -INT64 <= value < INT64:
-            raise validation(name, "integers must fit in 64 bits; send big numbers as strings")
+            raise validation(
+                name, "numbers must be within the 64-bit integer range; send big numbers as strings"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key, name)
@@ -507,7 +511,8 @@ def _openapi_schemas(config: Config) -> dict[str, Any]:
                     "minimum": p.min_expiry,
                     "maximum": p.max_expiry,
                     "default": p.default_expiry,
-                    "description": "Seconds until the payment expires.",
+                    "nullable": True,
+                    "description": "Seconds until the payment expires; null means the default.",
                 },
                 "order_id": {**text, "nullable": True, "description": "Your reference."},
                 "metadata": {
@@ -515,7 +520,8 @@ def _openapi_schemas(config: Config) -> dict[str, Any]:
                     "nullable": True,
                     "additionalProperties": True,
                     "description": f"Any JSON object up to {METADATA_MAX_BYTES} bytes, nested "
-                    f"at most {METADATA_MAX_DEPTH} levels, integers within 64 bits.",
+                    f"at most {METADATA_MAX_DEPTH} levels, numbers within the 64-bit integer "
+                    "range.",
                 },
             },
         },

@@ -14,6 +14,8 @@ import orjson
 from aiohttp import web
 
 from ctripd import openapi
+from ctripd.chainwatch import WatchState
+from ctripd.config import ChainConfig
 from ctripd.db import queries
 
 Q = queries("chains")
@@ -34,33 +36,47 @@ async def chain_rows(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
     return {r["name"]: r for r in await pool.fetch(Q["all_chains"])}
 
 
+def chain_status(
+    chain: ChainConfig,
+    row: asyncpg.Record | None,
+    scanner: WatchState | None,
+    rpc: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One chain as `/v1/chains` and `ctripd chains` show it (the CLI runs no scanner: None)."""
+    return {
+        "name": chain.name,
+        "chain_id": chain.chain_id,
+        "head": row["head"] if row else None,
+        "head_seen_at": _iso(row["head_seen_at"]) if row else None,
+        "scanned_block": row["scanned_block"] if row else None,
+        "scanned_at": _iso(row["scanned_at"]) if row else None,
+        "lag": lag(row),
+        "confirmations": chain.confirmations,
+        "scanner": None
+        if scanner is None
+        else {
+            "leader": scanner.leader,
+            "watched_addresses": scanner.watched,
+            "last_error": scanner.last_error,
+        },
+        "rpc": rpc,
+    }
+
+
 async def get_chains(request: web.Request) -> web.Response:
     from ctripd.app import CONFIG, POOL, RPC, WATCHERS
 
     app = request.app
     rows = await chain_rows(app[POOL])
-    data: list[dict[str, Any]] = []
-    for chain in app[CONFIG].chains:
-        row = rows.get(chain.name)
-        state = app[WATCHERS][chain.name].state
-        data.append(
-            {
-                "name": chain.name,
-                "chain_id": chain.chain_id,
-                "head": row["head"] if row else None,
-                "head_seen_at": _iso(row["head_seen_at"]) if row else None,
-                "scanned_block": row["scanned_block"] if row else None,
-                "scanned_at": _iso(row["scanned_at"]) if row else None,
-                "lag": lag(row),
-                "confirmations": chain.confirmations,
-                "scanner": {
-                    "leader": state.leader,
-                    "watched_addresses": state.watched,
-                    "last_error": state.last_error,
-                },
-                "rpc": app[RPC][chain.name].health(),
-            }
+    data = [
+        chain_status(
+            chain,
+            rows.get(chain.name),
+            app[WATCHERS][chain.name].state,
+            app[RPC][chain.name].health(),
         )
+        for chain in app[CONFIG].chains
+    ]
     return web.Response(body=orjson.dumps({"data": data}), content_type="application/json")
 
 

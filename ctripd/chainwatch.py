@@ -132,10 +132,14 @@ class ChainWatcher:
         self.state.leader = False
         (log.warning if failed else log.info)("chain.leader", chain=self.chain.name, leader=False)
         assert self._pool is not None
+        errors = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
         try:
-            # Releasing resets the session, which unlocks its advisory locks; a dead one is closed.
+            await conn.execute(Q["unlock"], self.chain.name, timeout=5)
+        except errors:
+            pass  # a dead session holds no lock
+        try:
             await self._pool.release(conn, timeout=5)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except errors:
             conn.terminate()
 
     # --- watched addresses ------------------------------------------------------------------

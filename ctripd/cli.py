@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ctripd import reconcile
 
     reconcile.add_commands(sub)
+    from ctripd import operator_cli
+
+    operator_cli.add_commands(sub)
     return parser
 
 

@@ -200,22 +200,23 @@ async def _settle(
         r["id"]: (int(r["received"]), int(r["confirmed"]))
         for r in await conn.fetch(Q["payment_sums"], [p["id"] for p in payments], ctx.scanned)
     }
+    changed: list[tuple[Any, ...]] = []
+    events: list[tuple[str, str, dict[str, Any] | None]] = []
     for p in payments:
         received, confirmed = sums[p["id"]]
         new = fresh.get(p["id"], [])
-        amount = int(p["amount"])
         completed_at = _completed_at(p, received, new, times, ctx)
+        old = p["status"]
         status, paid_late = decide(
-            p["status"],
+            old,
             p["paid_late"],
-            amount,
+            int(p["amount"]),
             p["expires_at"],
             received,
             confirmed,
             completed_at,
             ctx.policy,
         )
-        old = p["status"]
         detected_at, confirmed_at = p["detected_at"], p["confirmed_at"]
         if status in PAID and old not in PAID:
             detected_at = ctx.now
@@ -235,7 +236,7 @@ async def _settle(
             p["confirmed_at"],
         )
         if values != current:
-            await conn.execute(Q["update_payment"], p["id"], *values)
+            changed.append((p["id"], *values))
         if status != old:
             log.info(
                 "payment.status",
@@ -247,14 +248,16 @@ async def _settle(
                 received=str(received),
                 confirmed=str(confirmed),
             )
-        for transfer in new:
-            await record_event(
-                _raw(conn), "payment.transfer_received", p["id"], transfer=ctx.render(transfer)
-            )
+        events.extend(("payment.transfer_received", p["id"], ctx.render(t)) for t in new)
         if status in PAID and old not in PAID:
-            await record_event(_raw(conn), "payment.detected", p["id"])
+            events.append(("payment.detected", p["id"], None))
         if status == "confirmed" and old != "confirmed":
-            await record_event(_raw(conn), "payment.confirmed", p["id"])
+            events.append(("payment.confirmed", p["id"], None))
+    if changed:
+        await conn.execute(Q["update_payments"], *[list(c) for c in zip(*changed, strict=True)])
+    # Each event carries the payment as it is now, so they are written after the updates.
+    for event_type, payment_id, transfer in events:
+        await record_event(_raw(conn), event_type, payment_id, transfer=transfer)
 
 
 def _completed_at(

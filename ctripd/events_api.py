@@ -116,6 +116,7 @@ async def redeliver(conn: Conn, event_id: str, merchant: str | None) -> dict[str
 
 LIST_PARAMS = ("payment_id", "status", "limit", "cursor")
 _EVENT_ID = re.compile(r"evt_[0-9a-f]{32}")
+_PAYMENT_ID = re.compile(r"pay_[0-9a-f]{32}")
 
 
 def encode_cursor(seq: int) -> str:
@@ -167,11 +168,15 @@ async def get_events(request: web.Request) -> web.Response:
         ):
             raise Problem(400, f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
         limit = int(raw_limit)
+    # Checked here, not left to the query: Postgres refuses a NUL in text with an error.
+    payment_id = _query_param(request, "payment_id")
+    if payment_id is not None and not _PAYMENT_ID.fullmatch(payment_id):
+        raise Problem(400, "payment_id must be a payment id (pay_…)", field="payment_id")
     cursor = _query_param(request, "cursor")
     events, next_seq = await list_events(
         request.app[POOL],
         request[MERCHANT],
-        payment_id=_query_param(request, "payment_id"),
+        payment_id=payment_id,
         status=status,
         limit=limit,
         before_seq=decode_cursor(cursor) if cursor is not None else None,
@@ -288,7 +293,11 @@ def _openapi_paths() -> dict[str, Any]:
                 "summary": "List webhook events with their delivery attempts, newest first",
                 "operationId": "listEvents",
                 "parameters": [
-                    {"name": "payment_id", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "payment_id",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
+                    },
                     {
                         "name": "status",
                         "in": "query",
@@ -315,6 +324,13 @@ def _openapi_paths() -> dict[str, Any]:
                     "200": {
                         "description": "A page",
                         "content": openapi.json_content(openapi.ref("EventList")),
+                        "links": {
+                            "RedeliverEvent": {
+                                "operationId": "redeliverEvent",
+                                "parameters": {"id": "$response.body#/data/0/id"},
+                                "description": "Redeliver an event of the page.",
+                            }
+                        },
                     },
                     **openapi.problem_responses(400, 401),
                 },

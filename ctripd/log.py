@@ -38,5 +38,26 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
-    # Route stdlib loggers (aiohttp, apscheduler) through the same output at warning and up.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s: %(message)s")
+    # Route stdlib loggers (aiohttp, apscheduler) through the same renderer at warning and up, so
+    # that their tracebacks (aiohttp logs one for every malformed request) stay one JSON line.
+    # Like basicConfig, this leaves a logging set-up that is already there (pytest's) alone.
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                ],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    # The console renderer formats exc_info itself.
+                    *([structlog.processors.format_exc_info] if as_json else []),
+                    renderer,
+                ],
+            )
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)

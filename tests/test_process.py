@@ -17,7 +17,9 @@ from ctripd.devnet import free_port
 def wait_ready(url: str, proc: subprocess.Popen[str], seconds: float = 60) -> dict[str, object]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited early with {proc.returncode}"
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"exited early with {proc.returncode}: {err[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 body: dict[str, object] = json.loads(resp.read())

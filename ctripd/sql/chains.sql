@@ -13,6 +13,9 @@ SELECT * FROM chains ORDER BY name;
 -- Leadership: the session-level advisory lock of a chain, held by the scanning process.
 SELECT pg_try_advisory_lock(hashtextextended('ctripd.chain:' || $1, 0));
 
+-- name: unlock
+SELECT pg_advisory_unlock(hashtextextended('ctripd.chain:' || $1, 0));
+
 -- name: chain_cursor
 SELECT scanned_block FROM chains WHERE name = $1;
 

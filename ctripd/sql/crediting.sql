@@ -47,11 +47,14 @@ LEFT JOIN transfers t
 WHERE p.id = ANY($1::text[])
 GROUP BY p.id;
 
--- name: update_payment
-UPDATE payments
-SET amount_received = $2, amount_confirmed = $3, status = $4, paid_late = $5,
-    detected_at = $6, confirmed_at = $7
-WHERE id = $1;
+-- name: update_payments
+UPDATE payments p
+SET amount_received = u.received, amount_confirmed = u.confirmed, status = u.status,
+    paid_late = u.paid_late, detected_at = u.detected_at, confirmed_at = u.confirmed_at
+FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::text[], $5::boolean[],
+            $6::timestamptz[], $7::timestamptz[])
+     AS u (id, received, confirmed, status, paid_late, detected_at, confirmed_at)
+WHERE p.id = u.id;
 
 -- name: live_payments_after
 SELECT DISTINCT payment_id FROM transfers
