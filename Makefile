@@ -49,6 +49,12 @@ browser:
 
 test: lint typecheck pytest
 
+# The fault suite (tests/faults) at full size; `make test` runs its short version. Figures go to
+# test-artifacts/faults-*.json.
+faults: export CTRIPD_FAULTS_FULL := 1
+faults: install browser
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests/faults
+
 # Rebuild the committed ERC-20 test token artifacts from tests/contracts/*.sol.
 tokens: install
 	cd tests/contracts && ../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol Forwarder.sol

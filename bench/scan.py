@@ -234,7 +234,9 @@ async def start_watcher(
     chain: ChainConfig, dsn: str, session: aiohttp.ClientSession, pool: asyncpg.Pool, last: int
 ) -> tuple[ChainWatcher, float]:
     """A watcher past its start-up (leadership, loading the watched set); seconds that took."""
-    watcher = ChainWatcher(chain, dsn, RpcClient(chain.name, chain.rpc, session), PaymentsConfig())
+    # As the daemon builds it: every request also checks the node's chain id.
+    rpc = RpcClient(chain.name, chain.rpc, session, expected_chain_id=chain.chain_id)
+    watcher = ChainWatcher(chain, dsn, rpc, PaymentsConfig())
     await pool.execute("UPDATE chains SET scanned_block = $1", last)
     started = time.perf_counter()
     assert await watcher.run_once() == 0

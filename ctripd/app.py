@@ -86,7 +86,13 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
         app[WATCHERS] = {}
         for chain in config.chains:
             await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
-            rpc = RpcClient(chain.name, list(chain.rpc), app[HTTP], timeout=chain.rpc_timeout)
+            rpc = RpcClient(
+                chain.name,
+                list(chain.rpc),
+                app[HTTP],
+                timeout=chain.rpc_timeout,
+                expected_chain_id=chain.chain_id,
+            )
             app[RPC][chain.name] = rpc
             # The watcher holds its own connection: the chain's leadership lock lives on it.
             app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)

@@ -182,7 +182,11 @@ class ChainWatcher:
             log.info("chain.cursor_initialized", chain=name, first_block=start)
         expected = await conn.fetchval(Q["block_hash"], name, cursor)
         if cursor >= head and await self._tip_replaced(conn, head):
-            cursor = await self._rewind(conn, cursor)
+            try:
+                cursor = await self._rewind(conn, cursor)
+            except ChainMovedError as exc:
+                log.warning("chain.moved", chain=name, detail=str(exc))
+                return 0
             expected = await conn.fetchval(Q["block_hash"], name, cursor)
         applied = 0
         # Steps read ahead while earlier ones are written; their requests share the client's
@@ -206,7 +210,11 @@ class ChainWatcher:
                     break
                 if expected is not None and scan.blocks[0].parent_hash != expected:
                     await _cancel(ahead)
-                    cursor = queued = await self._rewind(conn, cursor)
+                    try:
+                        cursor = queued = await self._rewind(conn, cursor)
+                    except ChainMovedError as exc:
+                        log.warning("chain.moved", chain=name, detail=str(exc))
+                        break
                     expected = await conn.fetchval(Q["block_hash"], name, cursor)
                     continue
                 await self._apply(conn, cursor, scan)
@@ -240,12 +248,13 @@ class ChainWatcher:
             log.info("chain.credited", chain=name, transfers=credited, first=scan.blocks[0].number)
 
     async def _tip_replaced(self, conn: Conn, head: int) -> bool:
-        """With no new block to check a parent hash on, compare the head block itself."""
+        """With no new block to check a parent hash on, compare the head block itself. A node
+        that does not know the block (one behind the node that told the head) proves nothing."""
         stored = await conn.fetchval(Q["block_hash"], self.chain.name, head)
         if stored is None:
             return False
         block = await self.rpc.call("eth_getBlockByNumber", [hex(head), False])
-        return block is None or block["hash"] != stored
+        return block is not None and block["hash"] != stored
 
     async def _rewind(self, conn: Conn, cursor: int) -> int:
         """A parent-hash mismatch: walk back to the fork point and un-count what came after."""
@@ -256,7 +265,11 @@ class ChainWatcher:
         )
         fork = None
         for row, node in zip(stored, nodes, strict=True):
-            if node is not None and node["hash"] == row["hash"]:
+            if node is None:
+                # Unknown to the node that answered, which is behind: no evidence of a fork,
+                # and un-counting on it would report reorgs that never happened.
+                raise ChainMovedError(f"{name}: the node does not know block {row['number']}")
+            if node["hash"] == row["hash"]:
                 fork = row["number"]
                 break
         if fork is None:

@@ -133,7 +133,11 @@ async def _run(config_chain: ChainConfig, dsn: str, as_json: bool) -> int:
     try:
         async with aiohttp.ClientSession() as session:
             rpc = RpcClient(
-                config_chain.name, list(config_chain.rpc), session, timeout=config_chain.rpc_timeout
+                config_chain.name,
+                list(config_chain.rpc),
+                session,
+                timeout=config_chain.rpc_timeout,
+                expected_chain_id=config_chain.chain_id,
             )
             report = await reconcile(pool, rpc, config_chain)
     finally:

@@ -71,15 +71,21 @@ def _addr(hex_address: str) -> bytes:
 async def scan_range(
     rpc: RpcClient, chain: ChainConfig, first: int, last: int, watched: Container[bytes]
 ) -> RangeScan:
-    """Blocks first..last and the transfers they hold to `watched` addresses."""
+    """Blocks first..last and the transfers they hold to `watched` addresses.
+
+    Every request of the range is sent with priority `first`: an earlier range goes first.
+    """
     calls = [("eth_getBlockByNumber", [hex(n), True]) for n in range(first, last + 1)]
     tokens = {t.address.lower(): t.address for t in chain.tokens.values()}
+    # Hash of the last block of each eth_getLogs answer, as the node that answered knows it.
+    covered: dict[int, str | None] = {}
     if tokens:
         raw_blocks, logs = await asyncio.gather(
-            rpc.batch(calls), rpc.get_logs(first, last, list(tokens), [TRANSFER_TOPIC])
+            rpc.batch(calls, first),
+            rpc.get_logs(first, last, list(tokens), [TRANSFER_TOPIC], first, seen=covered),
         )
     else:
-        raw_blocks, logs = await rpc.batch(calls), []
+        raw_blocks, logs = await rpc.batch(calls, first), []
 
     blocks: list[Block] = []
     native: list[tuple[dict[str, Any], Block]] = []
@@ -101,11 +107,14 @@ async def scan_range(
             if to and tx.get("value", "0x0") != "0x0" and _addr(to) in watched:
                 native.append((tx, block))
     by_number = {b.number: b for b in blocks}
+    for number, block_hash in covered.items():
+        if block_hash is None or by_number[number].hash != block_hash:
+            raise ChainMovedError(f"{chain.name}: logs up to block {number} are of another view")
 
     transfers = list(_token_transfers(logs, by_number, tokens, watched))
-    transfers.extend(await _successful_native(rpc, native))
+    transfers.extend(await _successful_native(rpc, native, first))
     if traced:
-        transfers.extend(await _internal_transfers(rpc, traced, watched))
+        transfers.extend(await _internal_transfers(rpc, traced, watched, first))
     transfers.sort(key=lambda t: (t.block_number, t.tx_hash, t.kind, t.position))
     return RangeScan(blocks, transfers)
 
@@ -148,13 +157,13 @@ def _token_transfers(
 
 
 async def _successful_native(
-    rpc: RpcClient, candidates: list[tuple[dict[str, Any], Block]]
+    rpc: RpcClient, candidates: list[tuple[dict[str, Any], Block]], priority: int
 ) -> list[Transfer]:
     """Top-level transfers whose transaction succeeded (receipt status 1)."""
     if not candidates:
         return []
     receipts = await rpc.batch(
-        [("eth_getTransactionReceipt", [tx["hash"]]) for tx, _ in candidates]
+        [("eth_getTransactionReceipt", [tx["hash"]]) for tx, _ in candidates], priority
     )
     found = []
     for (tx, block), receipt in zip(candidates, receipts, strict=True):
@@ -180,11 +189,15 @@ async def _successful_native(
 
 
 async def _internal_transfers(
-    rpc: RpcClient, traced: list[tuple[dict[str, Any], Block]], watched: Container[bytes]
+    rpc: RpcClient,
+    traced: list[tuple[dict[str, Any], Block]],
+    watched: Container[bytes],
+    priority: int,
 ) -> list[Transfer]:
     """Value-moving inner calls of successful frames; a reverted frame voids its whole subtree."""
     results = await rpc.batch(
-        [("debug_traceBlockByHash", [b.hash, {"tracer": "callTracer"}]) for _, b in traced]
+        [("debug_traceBlockByHash", [b.hash, {"tracer": "callTracer"}]) for _, b in traced],
+        priority,
     )
     found: list[Transfer] = []
     for (raw, block), traces in zip(traced, results, strict=True):

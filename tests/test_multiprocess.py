@@ -142,13 +142,16 @@ async def test_dead_chain_never_stalls_another_or_the_api(
         await asyncio.gather(*(w.run_once() for w in watchers.values()))
         pid, address = await insert_payment(pool, config, ETH)
 
-        proxy.down = True  # beta's only RPC URL fails from now on
+        # beta's only RPC URL stops answering: its watcher hangs on a request meanwhile.
+        proxy.hold = asyncio.Event()
         beta = asyncio.create_task(watchers["beta"].run_once())
         send_native(anvil, address, ETH)
         mine(anvil)
         assert await watchers["anvil"].run_once() == 2
         resp = await client.get("/v1/chains", headers=headers)
-        assert not beta.done()  # still retrying while the API answers
+        assert not beta.done()  # still waiting on its node while anvil and the API carry on
+        proxy.down = True  # then the node fails outright, through every retry
+        proxy.hold.set()
         with pytest.raises(RpcUnavailableError):
             await beta
 

@@ -35,14 +35,18 @@ from ctripd.scanner import TRANSFER_TOPIC
 
 class Proxy:
     """Forwards JSON-RPC to Anvil unless told to fail: `down` answers 503, `delay` stalls,
-    `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do."""
+    `hold` parks requests until released, `max_logs_span` refuses wider eth_getLogs ranges the
+    way hosted providers do."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.down = False
         self.delay = 0.0
+        # While set and not yet released, requests wait here (a node that stopped answering).
+        self.hold: asyncio.Event | None = None
         self.max_logs_span: int | None = None
         self.requests = 0
+        self.calls: list[tuple[str, list[Any]]] = []
         self.logs_spans: list[int] = []
         self.server: TestServer | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -66,6 +70,8 @@ class Proxy:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        if self.hold is not None:
+            await self.hold.wait()
         if self.down:
             return web.Response(status=503, text="unavailable")
         if self.delay:
@@ -73,6 +79,7 @@ class Proxy:
         body = await request.read()
         calls = orjson.loads(body)
         for call in calls if isinstance(calls, list) else [calls]:
+            self.calls.append((call["method"], call["params"]))
             if call["method"] == "eth_getLogs":
                 query = call["params"][0]
                 span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
@@ -122,6 +129,27 @@ async def test_batch_answers_in_call_order(anvil, proxies, session) -> None:  # 
     assert await rpc.batch([]) == []
 
 
+async def test_waiting_requests_go_in_priority_order(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    anvil.rpc("anvil_mine", ["0x5"])
+    proxy = await proxies()
+    proxy.delay = 0.3
+    rpc = RpcClient("anvil", [proxy.url], session, concurrency=1)
+    busy = asyncio.create_task(rpc.call("eth_chainId"))
+    await asyncio.sleep(0.05)  # it holds the only slot
+    waiting = [
+        asyncio.create_task(rpc.call("eth_getBlockByNumber", [hex(n), False], priority=n))
+        for n in (5, 1, 4, 3)
+    ]
+    await asyncio.sleep(0.05)
+    waiting[2].cancel()  # a canceled waiter gives up its turn
+    await busy
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [int(r["number"], 16) for i, r in enumerate(results) if i != 2] == [5, 1, 3]
+    numbers = [int(p[0], 16) for m, p in proxy.calls if m == "eth_getBlockByNumber"]
+    assert numbers == [1, 3, 5]
+
+
 async def test_node_errors_are_mapped_and_not_retried(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
     proxy = await proxies()
     rpc = RpcClient("anvil", [proxy.url, anvil.url], session)
@@ -167,10 +195,10 @@ async def test_retries_then_unavailable(proxies, session) -> None:  # type: igno
 
 async def test_slow_url_times_out_and_fails_over(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
     slow = await proxies()
-    slow.delay = 2.0
-    rpc = RpcClient("anvil", [slow.url, anvil.url], session, timeout=0.3)
+    slow.delay = 2.5
+    rpc = RpcClient("anvil", [slow.url, anvil.url], session, timeout=1.0)
     assert await rpc.chain_id() == 31337
-    assert rpc.endpoints[0].last_error == "timeout after 0.3 s"
+    assert rpc.endpoints[0].last_error == "timeout after 1 s"
 
 
 async def test_get_logs_range_shrinks_and_grows_again(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
