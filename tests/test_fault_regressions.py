@@ -28,6 +28,7 @@ from test_scanner_support import (
     Rig,
     chain_entry,
     event_types,
+    fresh_address,
     head,
     insert_payment,
     mine,
@@ -215,9 +216,11 @@ async def test_a_rewind_waits_for_a_node_that_knows_the_blocks(
     wait_mined(anvil, anvil.rpc("eth_sendRawTransaction", [raw]))
     await watcher.run_once()
 
-    # A real reorg of the last block (the transfer moves to the new one), noticed by the next
-    # block's parent hash; the rewind's block reads go to a node that knows none of them yet.
-    anvil.rpc("anvil_reorg", [1, [[raw, 0]]])
+    # A real reorg of the last block (the transfer moves to the new one, with another
+    # transaction, so the block cannot come out identical), noticed by the next block's parent
+    # hash; the rewind's block reads go to a node that knows none of them yet.
+    other, _ = signed_native(anvil, fresh_address(), 1)
+    anvil.rpc("anvil_reorg", [1, [[raw, 0], [other, 0]]])
     mine(anvil)
     backend.behind, backend.methods, backend.full = 10_000, {"eth_getBlockByNumber"}, False
     await watcher.run_once()
