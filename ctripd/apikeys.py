@@ -16,13 +16,14 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from ctripd.cli import with_connection
 from ctripd.db import queries
 from ctripd.errors import CtripdError, NotFoundError
+from ctripd.payments import iso
 
 Q = queries("apikeys")
 
@@ -94,28 +95,10 @@ async def revoke_key(conn: asyncpg.Connection, key_id: int) -> None:
     exists = await conn.fetchrow(Q["key_exists"], key_id)
     if exists is None:
         raise NotFoundError(f"no API key with id {key_id}")
-    raise CtripdError(f"API key {key_id} was already revoked at {_iso(exists['revoked_at'])}")
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
+    raise CtripdError(f"API key {key_id} was already revoked at {iso(exists['revoked_at'])}")
 
 
 # --- command line -------------------------------------------------------------------------------
-
-
-async def _with_conn(args: argparse.Namespace, work: Any) -> Any:
-    """Run `work(conn)` on a connection to the configured database."""
-    from ctripd.cli import CliError, database_dsn, load
-
-    dsn = await asyncio.to_thread(database_dsn, load(args))
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await work(conn)
-    except asyncpg.UndefinedTableError:
-        raise CliError("the database is not migrated yet: run `ctripd migrate` first") from None
-    finally:
-        await conn.close()
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -125,7 +108,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         return await create_key(conn, args.name, args.merchant)
 
     try:
-        key, row = asyncio.run(_with_conn(args, work))
+        key, row = asyncio.run(with_connection(args, work))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(key)
@@ -138,10 +121,10 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = asyncio.run(_with_conn(args, list_keys))
+    rows: list[dict[str, Any]] = asyncio.run(with_connection(args, list_keys))
     for row in rows:
-        row["created_at"] = _iso(row["created_at"])
-        row["revoked_at"] = _iso(row["revoked_at"])
+        row["created_at"] = iso(row["created_at"])
+        row["revoked_at"] = iso(row["revoked_at"])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -167,7 +150,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> None:
         await revoke_key(conn, args.id)
 
-    asyncio.run(_with_conn(args, work))
+    asyncio.run(with_connection(args, work))
     print(f"API key {args.id} revoked")
     return 0
 

@@ -6,7 +6,6 @@ health and `leader` are this process's own view. The API key middleware of ctrip
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,12 +16,9 @@ from ctripd import openapi
 from ctripd.chainwatch import WatchState
 from ctripd.config import ChainConfig
 from ctripd.db import queries
+from ctripd.payments import iso
 
 Q = queries("chains")
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
 
 
 def lag(row: asyncpg.Record | None) -> int | None:
@@ -47,9 +43,9 @@ def chain_status(
         "name": chain.name,
         "chain_id": chain.chain_id,
         "head": row["head"] if row else None,
-        "head_seen_at": _iso(row["head_seen_at"]) if row else None,
+        "head_seen_at": iso(row["head_seen_at"]) if row else None,
         "scanned_block": row["scanned_block"] if row else None,
-        "scanned_at": _iso(row["scanned_at"]) if row else None,
+        "scanned_at": iso(row["scanned_at"]) if row else None,
         "lag": lag(row),
         "confirmations": chain.confirmations,
         "scanner": None

@@ -8,7 +8,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import structlog
 
 from ctripd import db
@@ -35,6 +37,18 @@ def database_dsn(config: Config) -> str:
     if config.database.dsn:
         return config.database.dsn
     return db.embedded_dsn(config.state_dir)
+
+
+async def with_connection(args: argparse.Namespace, work: Any) -> Any:
+    """Run `work(conn)` on a connection to the configured database, for CLI commands."""
+    dsn = await asyncio.to_thread(database_dsn, load(args))
+    conn = await db.connect(dsn)
+    try:
+        return await work(conn)
+    except asyncpg.UndefinedTableError:
+        raise CliError("the database is not migrated yet: run `ctripd migrate` first") from None
+    finally:
+        await conn.close()
 
 
 def check_secrets(config: Config) -> None:

@@ -86,6 +86,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the daemon's codecs, for commands that do a little work and exit."""
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(

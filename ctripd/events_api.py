@@ -12,7 +12,6 @@ import binascii
 import json
 import re
 import sys
-from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -21,9 +20,11 @@ from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
 from ctripd import openapi
+from ctripd.cli import with_connection
 from ctripd.db import queries
 from ctripd.errors import CtripdError, NotFoundError
 from ctripd.events import EVENT_TYPES
+from ctripd.payments import iso
 from ctripd.problems import Problem
 
 Q = queries("webhooks")
@@ -41,10 +42,6 @@ class NotRedeliverable(CtripdError):
     """The event is still pending: it is queued or being delivered already."""
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
-
-
 def render_event(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[str, Any]:
     """An event as the API and `ctripd events list --json` show it."""
     pending = row["status"] == "pending"
@@ -53,13 +50,13 @@ def render_event(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[st
         "type": row["type"],
         "payment_id": row["payment_id"],
         "status": row["status"],
-        "created_at": _iso(row["created_at"]),
-        "next_attempt_at": _iso(row["next_attempt_at"]) if pending and not row["held"] else None,
-        "delivered_at": _iso(row["delivered_at"]),
+        "created_at": iso(row["created_at"]),
+        "next_attempt_at": iso(row["next_attempt_at"]) if pending and not row["held"] else None,
+        "delivered_at": iso(row["delivered_at"]),
         "last_error": row["last_error"],
         "attempts": [
             {
-                "attempted_at": _iso(a["attempted_at"]),
+                "attempted_at": iso(a["attempted_at"]),
                 "url": a["url"],
                 "http_status": a["http_status"],
                 "latency_ms": a["latency_ms"],
@@ -369,19 +366,6 @@ def _openapi_paths() -> dict[str, Any]:
 # --- command line -------------------------------------------------------------------------------
 
 
-async def _with_conn(args: argparse.Namespace, work: Any) -> Any:
-    from ctripd.cli import CliError, database_dsn, load
-
-    dsn = await asyncio.to_thread(database_dsn, load(args))
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await work(conn)
-    except asyncpg.UndefinedTableError:
-        raise CliError("the database is not migrated yet: run `ctripd migrate` first") from None
-    finally:
-        await conn.close()
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from ctripd.cli import CliError
 
@@ -394,7 +378,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         return events
 
-    events: list[dict[str, Any]] = asyncio.run(_with_conn(args, work))
+    events: list[dict[str, Any]] = asyncio.run(with_connection(args, work))
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -421,7 +405,7 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         return await redeliver(conn, args.id, None)
 
-    event: dict[str, Any] = asyncio.run(_with_conn(args, work))
+    event: dict[str, Any] = asyncio.run(with_connection(args, work))
     print(f"event {event['id']} queued for redelivery", file=sys.stderr)
     return 0
 

@@ -31,7 +31,8 @@ def payment_uri(address: str, chain_id: int, token_address: str | None, units: i
     return f"ethereum:{token_address}@{chain_id}/transfer?address={address}&uint256={units}"
 
 
-def _iso(ts: datetime | None) -> str | None:
+def iso(ts: datetime | None) -> str | None:
+    """An API timestamp: ISO 8601 in UTC with a Z."""
     return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
 
 
@@ -98,10 +99,10 @@ def render_payment(
         "transfers": [render_transfer(t, decimals, head) for t in transfers],
         "order_id": payment["order_id"],
         "metadata": payment["metadata"],
-        "created_at": _iso(payment["created_at"]),
-        "expires_at": _iso(payment["expires_at"]),
-        "detected_at": _iso(payment["detected_at"]),
-        "confirmed_at": _iso(payment["confirmed_at"]),
+        "created_at": iso(payment["created_at"]),
+        "expires_at": iso(payment["expires_at"]),
+        "detected_at": iso(payment["detected_at"]),
+        "confirmed_at": iso(payment["confirmed_at"]),
         "sweep": {
             "status": sweep["status"] if sweep else "none",
             "tx_hash": sweep["tx_hash"] if sweep else None,
