@@ -20,7 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import queries
 from ctripd.events import record_event
-from ctripd.payments import render_transfer
+from ctripd.payments import load_payment, render_transfer
 from ctripd.scanner import Transfer
 
 Q = queries("crediting")
@@ -255,9 +255,15 @@ async def _settle(
             events.append(("payment.confirmed", p["id"], None))
     if changed:
         await conn.execute(Q["update_payments"], *[list(c) for c in zip(*changed, strict=True)])
-    # Each event carries the payment as it is now, so they are written after the updates.
+    # Each event carries the payment as it is now, so they are written after the updates; a
+    # payment with several events of this step is loaded once.
+    loaded: dict[str, dict[str, Any] | None] = {}
     for event_type, payment_id, transfer in events:
-        await record_event(_raw(conn), event_type, payment_id, transfer=transfer)
+        if payment_id not in loaded:
+            loaded[payment_id] = await load_payment(_raw(conn), payment_id)
+        await record_event(
+            _raw(conn), event_type, payment_id, transfer=transfer, payment=loaded[payment_id]
+        )
 
 
 def _completed_at(

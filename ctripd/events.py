@@ -35,16 +35,21 @@ async def record_event(
     payment_id: str,
     transfer: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    payment: dict[str, Any] | None = None,
 ) -> str:
     """Insert an outbox row carrying the payment object as it is now, inside `conn`'s transaction.
 
     Call this after the state change, on the same connection, within the same transaction.
+    `payment` is the object `load_payment` gave after that change, when the caller writes
+    several events for one change and loads it once.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
-    payment = await load_payment(conn, payment_id)
     if payment is None:
-        raise ValueError(f"no payment {payment_id}")
+        payment = await load_payment(conn, payment_id)
+        if payment is None:
+            raise ValueError(f"no payment {payment_id}")
+    payment = dict(payment)
     merchant = payment.pop("merchant")
     event_id = new_event_id()
     now = datetime.now(UTC)
