@@ -46,6 +46,18 @@ def rpc_call(url: str, method: str, params: list[Any] | None = None, timeout: fl
     return answer["result"]
 
 
+def wait_receipt(url: str, tx_hash: str, timeout: float = 30) -> dict[str, Any]:
+    """The transaction's receipt once mined: Anvil's automine may answer eth_sendTransaction
+    just before the block with it exists."""
+    deadline = time.monotonic() + timeout
+    while (receipt := rpc_call(url, "eth_getTransactionReceipt", [tx_hash])) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{tx_hash} not mined within {timeout:g} s")
+        time.sleep(0.01)
+    result: dict[str, Any] = receipt
+    return result
+
+
 @dataclass
 class AnvilProcess:
     process: subprocess.Popen[bytes]
@@ -57,6 +69,9 @@ class AnvilProcess:
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         return rpc_call(self.url, method, params)
+
+    def receipt(self, tx_hash: str) -> dict[str, Any]:
+        return wait_receipt(self.url, tx_hash)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -12,7 +12,7 @@ import asyncpg
 
 from ctripd import devtokens
 from ctripd.config import PUBLIC_CHAIN_IDS, Config
-from ctripd.devnet import rpc_call
+from ctripd.devnet import rpc_call, wait_receipt
 from ctripd.errors import CtripdError
 from ctripd.money import AmountError, to_base_units
 from ctripd.payments import load_payment
@@ -56,6 +56,7 @@ async def dev_pay(config: Config, payment_id: str, amount: str | None) -> str:
     if token is None:
         tx = {"from": sender, "to": payment["address"], "value": hex(units)}
         tx_hash: str = await asyncio.to_thread(rpc_call, url, "eth_sendTransaction", [tx])
+        await asyncio.to_thread(wait_receipt, url, tx_hash)
         return tx_hash
     await asyncio.to_thread(devtokens.mint, url, token, sender, units, sender)
     return await asyncio.to_thread(

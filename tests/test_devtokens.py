@@ -94,8 +94,11 @@ def test_forwarder_pays_targets_by_internal_calls(anvil: AnvilProcess) -> None:
     )
     alice_before, bob_before = _balance(anvil, ALICE), _balance(anvil, BOB)
 
-    contract.functions.forward(ALICE).transact({"from": DEPLOYER, "value": 10**18})
-    contract.functions.forwardTwice(ALICE, BOB).transact({"from": DEPLOYER, "value": 3})
+    for call, value in (
+        (contract.functions.forward(ALICE), 10**18),
+        (contract.functions.forwardTwice(ALICE, BOB), 3),
+    ):
+        anvil.receipt(call.transact({"from": DEPLOYER, "value": value}).to_0x_hex())
 
     assert _balance(anvil, ALICE) == alice_before + 10**18 + 1
     assert _balance(anvil, BOB) == bob_before + 2  # the odd wei goes to the second target
@@ -117,7 +120,7 @@ def test_revert_after_send_leaves_target_unpaid(anvil: AnvilProcess) -> None:
         [{"from": DEPLOYER, "to": forwarder, "value": hex(10**18), "data": data, "gas": "0x30000"}],
     )
 
-    receipt = anvil.rpc("eth_getTransactionReceipt", [tx_hash])
+    receipt = anvil.receipt(tx_hash)
     assert receipt["status"] == "0x0"
     assert _balance(anvil, BOB) == bob_before
     assert _balance(anvil, forwarder) == 0

@@ -8,7 +8,6 @@ addresses: the watcher matches on the address alone.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,11 +97,8 @@ def send_native(anvil: AnvilProcess, to: str, value: int, **fields: Any) -> str:
 
 
 def wait_mined(anvil: AnvilProcess, tx_hash: str) -> str:
-    """Anvil's automine may answer eth_sendTransaction just before the block exists."""
-    deadline = time.monotonic() + 10
-    while anvil.rpc("eth_getTransactionReceipt", [tx_hash]) is None:
-        assert time.monotonic() < deadline, f"{tx_hash} not mined"
-        time.sleep(0.01)
+    """The hash, once its transaction is mined."""
+    anvil.receipt(tx_hash)
     return tx_hash
 
 

@@ -168,8 +168,7 @@ class Rig:
             [{"from": FUNDER, "to": to, "value": hex(amount), "gasPrice": gas_price}],
         )
         self.settled()
-        receipt: dict[str, Any] = self.anvil.rpc("eth_getTransactionReceipt", [tx_hash])
-        return receipt
+        return self.anvil.receipt(tx_hash)
 
     def send_token(self, symbol: str, to: str, amount: int) -> tuple[dict[str, Any], int]:
         devtokens.mint(self.anvil.url, self.token(symbol), FUNDER, amount, FUNDER)
