@@ -110,6 +110,8 @@ class Token:
     symbol: str
     address: str
     decimals: int
+    # Token balances at or below this many base units of the token wait instead of being swept.
+    dust_threshold: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,19 @@ class ChainConfig:
     # Largest block range asked of eth_getLogs and of one scan step; shrinks on provider limits.
     max_range: int = 500
     rpc_timeout: float = 10.0
-    # Balances at or below this many base units wait instead of being swept.
+    # Native balances at or below this many wei wait instead of being swept (tokens have their own).
     dust_threshold: int = 0
     # Fee cap for sweeps, in wei per gas.
     max_fee_per_gas: int = 500 * 10**9
     # A sweep not mined after this many seconds is replaced with a higher fee.
     replace_after: int = 120
+
+    def dust_threshold_of(self, token: str | None) -> int:
+        """Base units of the asset (native for None) at or below which a balance waits."""
+        if token is None:
+            return self.dust_threshold
+        match = next(t for t in self.tokens.values() if t.address.lower() == token.lower())
+        return match.dust_threshold
 
     def asset(self, symbol: str) -> tuple[str | None, int] | None:
         """(token address or None for native, decimals) of an asset symbol, or None if unknown."""
@@ -345,6 +354,8 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
             raise ConfigError(file, f"{prefix}{key}", "must be at least 1")
     if "poll_interval" in values and values["poll_interval"] <= 0:
         raise ConfigError(file, f"{prefix}poll_interval", "must be positive")
+    if values.get("dust_threshold", 0) < 0:
+        raise ConfigError(file, f"{prefix}dust_threshold", "must not be negative")
     values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
 
     native_raw = entry.get("native")
@@ -365,6 +376,8 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
         tvalues = _build(Token, {**raw, "symbol": symbol}, file, tprefix, set())
         tvalues["address"] = _check_address(tvalues["address"], file, f"{tprefix}address")
         _check_decimals(tvalues["decimals"], file, f"{tprefix}decimals")
+        if tvalues.get("dust_threshold", 0) < 0:
+            raise ConfigError(file, f"{tprefix}dust_threshold", "must not be negative")
         if symbol == native.symbol:
             raise ConfigError(file, f"{prefix}tokens.{symbol}", "same symbol as the native asset")
         if tvalues["address"] in seen_addresses:

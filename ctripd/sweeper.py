@@ -463,18 +463,23 @@ class Sweeper:
                 groups.setdefault((p["address"], p["token_address"]), []).append(p)
         if not groups:
             return []
-        try:
-            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
-        except FeeCapError as exc:
-            log.warning("sweep.fee_above_cap", chain=self.chain.name, error=str(exc))
-            return []
         safe = hex(safe_block)
         calls: list[tuple[str, list[Any]]] = []
         for address, token in groups:
             calls.append(("eth_getBalance", [address, safe]))
             if token is not None:
                 calls.append(("eth_call", [{"to": token, "data": balance_of_data(address)}, safe]))
-        answers = iter(await self.rpc.batch(calls))
+        try:
+            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            answers = iter(await self.rpc.batch(calls))
+        except FeeCapError as exc:
+            log.warning("sweep.fee_above_cap", chain=self.chain.name, error=str(exc))
+            return []
+        except RpcError as exc:
+            # E.g. a node behind the safe block ("header not found"): the unfinished sweeps
+            # were already advanced this round; planning waits for the next one.
+            log.warning("sweep.plan_deferred", chain=self.chain.name, error=str(exc))
+            return []
         new: list[int] = []
         busy: set[str] = set()
         for (address, token), payments in groups.items():
@@ -544,7 +549,7 @@ class Sweeper:
         return max(NATIVE_GAS, -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1]))
 
     async def _plan_native(self, group: _Group, balance: int, fee: Fee) -> int | None:
-        if balance <= self.chain.dust_threshold:
+        if balance <= self.chain.dust_threshold_of(None):
             await self._mark_dust(group, balance, "below dust threshold")
             return None
         gas = await self._native_gas(group.address)
@@ -566,7 +571,7 @@ class Sweeper:
 
     async def _plan_token(self, group: _Group, balance: int, native: int, fee: Fee) -> int | None:
         assert group.token is not None
-        if balance <= self.chain.dust_threshold:
+        if balance <= self.chain.dust_threshold_of(group.token):
             await self._mark_dust(group, balance, "below dust threshold")
             return None
         # Tokens like USDT return no data from transfer(): only gas and the receipt matter.

@@ -141,6 +141,37 @@ def test_token_without_decimals(files) -> None:  # type: ignore[no-untyped-def]
     assert err.problem == "missing required key"
 
 
+def test_dust_thresholds_are_per_asset(files) -> None:  # type: ignore[no-untyped-def]
+    usdc = {"address": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", "decimals": 6}
+    entry = chain(dust_threshold=10**15, tokens={"USDC": {**usdc, "dust_threshold": 10**4}})
+    (loaded,) = load_config(files(chains=[entry]), env={}).chains
+    assert loaded.dust_threshold_of(None) == 10**15
+    assert loaded.dust_threshold_of(usdc["address"].lower()) == 10**4
+
+
+@pytest.mark.parametrize(
+    ("entry", "key"),
+    [
+        (chain(dust_threshold=-1), "chains.anvil.dust_threshold"),
+        (
+            chain(
+                tokens={
+                    "USDC": {
+                        "address": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+                        "decimals": 6,
+                        "dust_threshold": -5,
+                    }
+                }
+            ),
+            "chains.anvil.tokens.USDC.dust_threshold",
+        ),
+    ],
+)
+def test_negative_dust_threshold(files, entry: dict[str, Any], key: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[entry]))
+    assert (err.key, err.problem) == (key, "must not be negative")
+
+
 def test_empty_rpc_list(files) -> None:  # type: ignore[no-untyped-def]
     err = error_of(files(chains=[chain(rpc=[])]))
     assert err.key == "chains.anvil.rpc"

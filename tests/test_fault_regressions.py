@@ -38,6 +38,7 @@ from test_scanner_support import (
     transfers,
     wait_mined,
 )
+from test_sweeper import make_rig
 
 from ctripd import devtokens
 from ctripd.app import RPC
@@ -48,8 +49,8 @@ from ctripd.rpc import RpcClient, RpcUnavailableError
 class BadBackend:
     """A proxy in front of Anvil that can answer as another chain's node (`other`), or, for
     requests holding one of `methods` (and `full` flag of eth_getBlockByNumber, if given), as a
-    node `behind` blocks behind the head: past it, blocks are unknown and eth_getLogs is
-    clamped to it without a word."""
+    node `behind` blocks behind the head: past it, blocks are unknown, eth_getLogs is
+    clamped to it without a word, and state reads (eth_getBalance) fail as geth's do."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -97,7 +98,7 @@ class BadBackend:
             ask = [{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}]
             (tip,) = await self._post(self.target, ask)
             known = int(tip["result"], 16) - self.behind
-            unknown = []
+            unknown, missing = [], []
             for call in calls:
                 if call["method"] == "eth_getLogs":
                     query = call["params"][0]
@@ -105,10 +106,15 @@ class BadBackend:
                 elif call["method"] == "eth_getBlockByNumber":
                     if int(call["params"][0], 16) > known:
                         unknown.append(call["id"])
+                elif call["method"] == "eth_getBalance" and int(call["params"][1], 16) > known:
+                    missing.append(call["id"])
             answer = await self._post(self.target, calls)
             for a in answer:
                 if a["id"] in unknown:
                     a["result"] = None
+                elif a["id"] in missing:
+                    del a["result"]
+                    a["error"] = {"code": -32000, "message": "header not found"}
         else:
             answer = await self._post(self.target, calls)
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
@@ -240,3 +246,22 @@ async def test_a_rewind_waits_for_a_node_that_knows_the_blocks(
     assert t["status"] == "live"
     assert t["block_hash"] == anvil.rpc("eth_getTransactionReceipt", [t["tx_hash"]])["blockHash"]
     assert "payment.reorged" in await event_types(pool, pid)
+
+
+async def test_a_node_behind_the_safe_block_defers_sweep_planning(  # type: ignore[no-untyped-def]
+    write_config, pool, anvil, backend
+) -> None:
+    async with make_rig(write_config, pool, anvil, rpc=[backend.url]) as sweeping:
+        await sweeping.pay_native(1000, ETH)
+        sweeping.mine(3)
+        backend.behind, backend.methods = 10, {"eth_getBalance"}
+        sweeper = sweeping.sweeper()
+        with capture_logs() as logs:
+            await sweeper.run_once()
+        assert "sweep.plan_deferred" in [e["event"] for e in logs]
+        assert await sweeping.sweeps() == []
+
+        backend.behind = 0
+        await sweeping.settle(sweeper)
+        (sweep,) = await sweeping.sweeps()
+        assert sweep["status"] == "confirmed"

@@ -247,12 +247,16 @@ async def make_rig(
     pool: asyncpg.Pool,
     anvil: AnvilProcess,
     tokens: bool = False,
+    token_dust: dict[str, int] | None = None,
     **chain_extra: Any,
 ) -> AsyncIterator[Rig]:
     extra = dict(chain_extra)
     if tokens:
         deployed = devtokens.deploy_test_tokens(anvil.url, FUNDER)
-        extra["tokens"] = {s: {"address": a, "decimals": d} for s, (a, d) in deployed.items()}
+        extra["tokens"] = {
+            s: {"address": a, "decimals": d, "dust_threshold": (token_dust or {}).get(s, 0)}
+            for s, (a, d) in deployed.items()
+        }
     config = write_config(chains=[chain_entry(anvil, **extra)])
     (chain,) = config.chains
     await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
@@ -791,6 +795,28 @@ async def test_dust_waits_until_more_funds_arrive(
         (sweep,) = await rig.sweeps()
         assert sweep["status"] == "confirmed"
         assert int(sweep["amount"]) == dust + ETH - 21_000 * int(sweep["max_fee_per_gas"])
+        await assert_reconciled(rig)
+
+
+async def test_dust_threshold_is_per_asset(
+    write_config: Any, pool: asyncpg.Pool, anvil: AnvilProcess
+) -> None:
+    """The native threshold (wei) never applies to a token's base units, nor one token's to
+    another's: 7 USDTL (7,000,000 units) is far below 10**15 but is no dust."""
+    async with make_rig(
+        write_config, pool, anvil, tokens=True, dust_threshold=10**15, token_dust={"TD6": 10**7}
+    ) as rig:
+        usdt = await rig.pay_token("USDTL", 1010, 7 * 10**6)
+        td6 = await rig.pay_token("TD6", 1011, 5 * 10**6)
+        rig.mine()
+        with structlog.testing.capture_logs() as logs:
+            await rig.settle(rig.sweeper())
+        dust = [e for e in logs if e["event"] == "sweep.dust"]
+        assert [e["address"] for e in dust] == [WALLET.address(1011)]
+        assert rig.token_balance("USDTL", WALLET.address(1010)) == 0
+        assert rig.token_balance("TD6", WALLET.address(1011)) == 5 * 10**6
+        assert (await rig.payment(usdt))["sweep"]["status"] == "confirmed"
+        assert (await rig.payment(td6))["sweep"] == {"status": "none", "tx_hash": None}
         await assert_reconciled(rig)
 
 
