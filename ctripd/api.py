@@ -534,11 +534,17 @@ def _openapi_schemas(config: Config) -> dict[str, Any]:
                 "block_number",
                 "block_hash",
                 "from",
+                "asset",
+                "token_address",
+                "decimals",
                 "amount",
                 "amount_base_units",
                 "confirmations",
                 "status",
             ],
+            "description": "An incoming transfer to the deposit address, in its own asset, "
+            "which may differ from the payment's: tokens sent to a native payment, or coin to a "
+            "token payment, are recorded and shown but never count towards the payment's sums.",
             "properties": {
                 "tx_hash": {"type": "string"},
                 "log_index": {
@@ -550,7 +556,29 @@ def _openapi_schemas(config: Config) -> dict[str, Any]:
                 "block_number": {"type": "integer"},
                 "block_hash": {"type": "string"},
                 "from": address,
-                "amount": decimal,
+                "asset": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Symbol of the transfer's asset. Null only for a transfer "
+                    "in another asset than its payment's recorded before ctripd stored it "
+                    "(migration 0006) and not identifiable from other payments.",
+                },
+                "token_address": {
+                    **address,
+                    "nullable": True,
+                    "description": "The token contract; null for the chain's native coin.",
+                },
+                "decimals": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "Decimals of `asset`; null when `asset` is.",
+                },
+                "amount": {
+                    **decimal,
+                    "nullable": True,
+                    "description": "In units of the transfer's own `asset` (not the payment's); "
+                    "null when `asset` is.",
+                },
                 "amount_base_units": units,
                 "confirmations": {"type": "integer", "minimum": 0},
                 "status": {"type": "string", "enum": ["live", "orphaned"]},

@@ -20,7 +20,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import queries
 from ctripd.events import record_event
-from ctripd.payments import load_payment, render_transfer
+from ctripd.payments import load_payment, render_transfer, same_asset, stored_asset
 from ctripd.scanner import Transfer
 
 Q = queries("crediting")
@@ -84,25 +84,23 @@ class _Context:
     policy: Policy
     now: datetime
 
-    def decimals(self, token_address: str | None) -> int:
+    def asset(self, token_address: str | None) -> tuple[str, int] | None:
+        """(symbol, decimals) of the native asset (None) or a configured token of the chain."""
         if token_address is None:
-            return self.chain.native.decimals
+            return self.chain.native.symbol, self.chain.native.decimals
         for token in self.chain.tokens.values():
             if token.address.lower() == token_address.lower():
-                return token.decimals
-        return self.chain.native.decimals
+                return token.symbol, token.decimals
+        return None
 
     def render(self, transfer: asyncpg.Record) -> dict[str, Any]:
-        return render_transfer(transfer, self.decimals(transfer["token_address"]), self.scanned)
+        asset = stored_asset(transfer) or self.asset(transfer["token_address"])
+        return render_transfer(transfer, asset, self.scanned)
 
 
 def _raw(conn: Conn) -> asyncpg.Connection:
     """record_event is typed for a plain connection; a pool's proxy behaves as one."""
     return cast(asyncpg.Connection, conn)
-
-
-def _same_asset(transfer: asyncpg.Record, payment: asyncpg.Record) -> bool:
-    return (transfer["token_address"] or "").lower() == (payment["token_address"] or "").lower()
 
 
 async def credit_range(
@@ -136,6 +134,7 @@ async def credit_range(
             continue
         if t.tx_hash.lower() in own:
             continue  # our own gas top-up for a sweep, not a payment
+        symbol, decimals = ctx.asset(t.token_address) or (None, None)
         rows.append(
             (
                 t.tx_hash,
@@ -148,6 +147,8 @@ async def credit_range(
                 t.amount,
                 t.block_number,
                 t.block_hash,
+                symbol,
+                decimals,
             )
         )
         times[(t.tx_hash, t.kind, t.position)] = t.timestamp
@@ -274,7 +275,7 @@ def _completed_at(
     ctx: _Context,
 ) -> datetime:
     """Time of the block whose transfer brought the sum to the due amount (now if unknown)."""
-    counted = [t for t in new if _same_asset(t, payment)]
+    counted = [t for t in new if same_asset(t, payment)]
     running = received - sum(int(t["amount"]) for t in counted)
     due = due_minimum(int(payment["amount"]), ctx.policy.tolerance_bps)
     for t in counted:

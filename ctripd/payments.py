@@ -42,10 +42,24 @@ def confirmations(head: int | None, block_number: int, status: str) -> int:
     return head - block_number + 1
 
 
+def same_asset(transfer: asyncpg.Record, payment: asyncpg.Record | dict[str, Any]) -> bool:
+    """Whether a transfer is in its payment's asset, the only one its sums count."""
+    return (transfer["token_address"] or "").lower() == (payment["token_address"] or "").lower()
+
+
+def stored_asset(row: asyncpg.Record | dict[str, Any]) -> tuple[str, int] | None:
+    """(symbol, decimals) recorded with a transfer; None on a row from before migration 0006
+    that it could not backfill."""
+    return (row["asset"], row["decimals"]) if row["decimals"] is not None else None
+
+
 def render_transfer(
-    row: asyncpg.Record | dict[str, Any], decimals: int, head: int | None
+    row: asyncpg.Record | dict[str, Any], asset: tuple[str, int] | None, head: int | None
 ) -> dict[str, Any]:
+    """The transfer object, in its own `asset` (symbol, decimals), which may be another than its
+    payment's; with the asset unknown, `asset`, `decimals` and `amount` are null."""
     amount = int(row["amount"])
+    symbol, decimals = asset if asset is not None else (None, None)
     return {
         "tx_hash": row["tx_hash"],
         "log_index": row["log_index"],
@@ -53,7 +67,10 @@ def render_transfer(
         "block_number": row["block_number"],
         "block_hash": row["block_hash"],
         "from": row["from_address"],
-        "amount": to_decimal_string(amount, decimals),
+        "asset": symbol,
+        "token_address": row["token_address"],
+        "decimals": decimals,
+        "amount": to_decimal_string(amount, decimals) if decimals is not None else None,
         "amount_base_units": str(amount),
         "confirmations": confirmations(head, row["block_number"], row["status"]),
         "status": row["status"],
@@ -73,6 +90,14 @@ def render_payment(
 
     def dec(units: int) -> str:
         return to_decimal_string(units, decimals)
+
+    def asset_of(transfer: asyncpg.Record) -> tuple[str, int] | None:
+        """The stored asset; a row recorded without one, in the payment's asset, has the
+        payment's (crediting always stores it, but it is not a column constraint)."""
+        stored = stored_asset(transfer)
+        if stored is None and same_asset(transfer, payment):
+            return payment["asset"], decimals
+        return stored
 
     return {
         "id": payment["id"],
@@ -96,7 +121,7 @@ def render_payment(
         "amount_overpaid_base_units": str(max(0, received - amount)),
         "paid_late": payment["paid_late"],
         "confirmations_required": payment["confirmations_required"],
-        "transfers": [render_transfer(t, decimals, head) for t in transfers],
+        "transfers": [render_transfer(t, asset_of(t), head) for t in transfers],
         "order_id": payment["order_id"],
         "metadata": payment["metadata"],
         "created_at": iso(payment["created_at"]),

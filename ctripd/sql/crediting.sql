@@ -19,17 +19,21 @@ WHERE s.chain = $1 AND v.tx_hash = ANY($2::text[]);
 -- name: upsert_transfers
 -- New transfers are inserted; one a reorg orphaned and the chain included again (maybe in
 -- another block) comes back to life with its new block. Live rows are left alone. Returns the
--- rows that became live.
+-- rows that became live. asset/decimals are the transfer's own asset (a revived row recorded
+-- before migration 0006 gets them now).
 INSERT INTO transfers AS t
     (chain, tx_hash, kind, log_index, payment_id, token_address, from_address, to_address,
-     amount, block_number, block_hash)
+     amount, block_number, block_hash, asset, decimals)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::numeric[], $10::bigint[], $11::text[])
+                         $8::text[], $9::numeric[], $10::bigint[], $11::text[], $12::text[],
+                         $13::int[])
 ON CONFLICT (chain, tx_hash, kind, log_index) DO UPDATE
 SET block_number = EXCLUDED.block_number,
     block_hash = EXCLUDED.block_hash,
     status = 'live',
-    orphaned_at = NULL
+    orphaned_at = NULL,
+    asset = coalesce(t.asset, EXCLUDED.asset),
+    decimals = coalesce(t.decimals, EXCLUDED.decimals)
 WHERE t.status = 'orphaned'
 RETURNING t.*;
 

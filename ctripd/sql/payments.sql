@@ -5,7 +5,7 @@ WHERE p.id = $1;
 
 -- name: transfers_of_payment
 SELECT tx_hash, kind, log_index, block_number, block_hash, from_address, token_address,
-       amount, status, created_at
+       asset, decimals, amount, status, created_at
 FROM transfers
 WHERE payment_id = $1
 ORDER BY block_number, tx_hash, log_index;
@@ -54,7 +54,7 @@ LIMIT $7;
 
 -- name: transfers_of_payments
 SELECT payment_id, tx_hash, kind, log_index, block_number, block_hash, from_address,
-       token_address, amount, status, created_at
+       token_address, asset, decimals, amount, status, created_at
 FROM transfers
 WHERE payment_id = ANY($1::text[])
 ORDER BY payment_id, block_number, tx_hash, log_index;

@@ -1,0 +1,1 @@
+ALTER TABLE transfers DROP COLUMN decimals, DROP COLUMN asset;
