@@ -142,8 +142,11 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler.start()
     log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])
     yield
-    scheduler.shutdown(wait=False)
+    # Stop starting runs, let the in-flight ones finish (or cut them short past the grace), and
+    # only then shut the scheduler down, so that it has no run left to cancel (see drain()).
+    scheduler.pause()
     await tasks.drain(config.daemon.shutdown_timeout)
+    scheduler.shutdown(wait=False)
     log.info("scheduler.stopped")
 
 

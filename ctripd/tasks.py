@@ -10,12 +10,17 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+# How long work cut short at shutdown gets to unwind after its cancellation.
+CANCEL_WAIT = 5.0
+
 
 class TaskSet:
     """Holds running tasks; a done-callback logs failures; `drain()` waits for the in-flight."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The scheduler's own tasks, each waiting on one of `_tasks`.
+        self._runners: set[asyncio.Task[Any]] = set()
         self.closed = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
@@ -36,25 +41,47 @@ class TaskSet:
             log.error("task.failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
 
     def job(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
-        """A scheduler job that runs `fn` as a tracked task, skipped once shutdown began."""
+        """A scheduler job that runs `fn` as a tracked task, skipped once shutdown began.
+
+        The scheduler's task only waits: cutting the work short at shutdown cancels the tracked
+        task, never the scheduler's, which APScheduler would log as a failed job."""
 
         async def run() -> None:
             async def wrapped() -> None:
                 await fn()
 
             task = self.spawn(wrapped(), name)
-            if task is not None:
-                await asyncio.wait({task})
+            if task is None:
+                return
+            runner = asyncio.current_task()
+            assert runner is not None
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+            await asyncio.wait({task})
 
         return run
 
     async def drain(self, grace: float) -> None:
-        """Stop accepting work and wait up to `grace` s for what is running, then cancel it."""
+        """Stop starting work, give what runs up to `grace` s, then cancel what is left.
+
+        Returns once the scheduler's tasks have ended too, so that shutting the scheduler down
+        afterwards finds nothing to cancel: APScheduler 3's AsyncIOExecutor cancels every job
+        still running whatever `shutdown(wait=...)` says, and logs each as a job error."""
         self.closed = True
-        if not self._tasks:
+        # A run the (already paused) scheduler submitted but has not started yet starts on this
+        # turn of the loop, finds the set closed and returns.
+        await asyncio.sleep(0)
+        running = self._tasks | self._runners
+        if not running:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        _, pending = await asyncio.wait(running, timeout=grace)
+        cut = [task for task in pending if task in self._tasks]
+        if cut:
+            log.warning(
+                "tasks.cancelled",
+                tasks=sorted(task.get_name() for task in cut),
+                grace_seconds=grace,
+            )
+            for task in cut:
+                task.cancel()
+            await asyncio.wait(pending, timeout=CANCEL_WAIT)

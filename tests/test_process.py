@@ -7,9 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO, Any
 
 from ctripd.devnet import free_port
 
@@ -87,3 +90,187 @@ def test_dev_starts_twice_cleanly_and_refuses_public_chain(tmp_path: Path) -> No
         assert proc.returncode == 0, err
         assert "ctripd dev" in out and f"http://127.0.0.1:{port}" in out
     assert (state / "mnemonic").stat().st_mode & 0o077 == 0
+
+
+class StallingRpcProxy:
+    """JSON-RPC pass-through to Anvil that, once stalled, holds every request until released: a
+    scheduler job caught waiting on its RPC is work in flight at the moment the test chooses."""
+
+    def __init__(self, target: str) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.held = 0
+        self.changed = threading.Condition()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if not proxy.open.is_set():
+                    with proxy.changed:
+                        proxy.held += 1
+                        proxy.changed.notify_all()
+                    proxy.open.wait(60)
+                request = urllib.request.Request(target, body, {"content-type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    answer = resp.read()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # ctripd hung up on a held request: that is the point of the cut-short test
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stall(self) -> None:
+        self.held = 0
+        self.open.clear()
+
+    def wait_held(self, count: int, seconds: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.held >= count, seconds)
+
+    def release(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Daemon:
+    """A `ctripd run` process; its JSON log lines (stdout and stderr) are collected as they come."""
+
+    def __init__(self, config_path: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ctripd", "--config", config_path, "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.raw: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream,), daemon=True)
+            for stream in (self.proc.stdout, self.proc.stderr)
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.raw.append(line)
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.raw) if line.startswith("{")]
+
+    def wait_event(self, event: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not any(line["event"] == event for line in self.lines()):
+            assert self.proc.poll() is None, "".join(self.raw)[-3000:]
+            assert time.monotonic() < deadline, f"no {event} in {seconds} s"
+            time.sleep(0.1)
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, then the exit code; the process must be gone within `timeout` s."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for reader in self.readers:
+                reader.join(timeout=10)
+        return code
+
+
+def _start_with_work_in_flight(
+    write_config: Any, anvil: Any, proxy: StallingRpcProxy, grace: int
+) -> tuple[Daemon, int]:
+    """A daemon whose chain watcher (and sweeper) are stuck mid-RPC, with fresh blocks to scan
+    once their answers come; returns it and the head those blocks reach."""
+    port = free_port()
+    chain = {
+        "name": "anvil",
+        "chain_id": 31337,
+        "rpc": [proxy.url],
+        "confirmations": 2,
+        "poll_interval": 0.5,
+        "native": {"symbol": "ETH", "decimals": 18},
+        "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    }
+    config = write_config(
+        toml={"server": {"port": port}, "daemon": {"shutdown_timeout": grace}}, chains=[chain]
+    )
+    daemon = Daemon(str(config.path))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", daemon.proc)
+        daemon.wait_event("chain.cursor_initialized")
+        proxy.stall()
+        anvil.rpc("evm_mine", [])
+        anvil.rpc("evm_mine", [])
+        head = int(anvil.rpc("eth_blockNumber", []), 16)
+        # The watcher's and the sweeper's runs each wait on their eth_blockNumber.
+        assert proxy.wait_held(2, 30), f"{proxy.held} request(s) held"
+    except BaseException:
+        daemon.proc.kill()
+        daemon.proc.wait()
+        raise
+    return daemon, head
+
+
+def _errors(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line["level"] in ("error", "critical")]
+
+
+def test_sigterm_finishes_in_flight_jobs_and_logs_no_error(  # type: ignore[no-untyped-def]
+    write_config, anvil
+) -> None:
+    proxy = StallingRpcProxy(anvil.url)
+    try:
+        daemon, head = _start_with_work_in_flight(write_config, anvil, proxy, grace=30)
+        threading.Timer(2.0, proxy.release).start()  # the in-flight RPCs answer after SIGTERM
+        assert daemon.stop(timeout=60) == 0, "".join(daemon.raw)[-3000:]
+    finally:
+        proxy.close()
+    lines = daemon.lines()
+    assert not _errors(lines), _errors(lines)
+    events = [line["event"] for line in lines]
+    assert events[-1] == "ctripd.stopped", events
+    # The watcher's run was let finish: it scanned the blocks its held request reported.
+    assert any(line["event"] == "chain.scanned" and line["scanned"] == head for line in lines), (
+        events
+    )
+    assert "tasks.cancelled" not in events
+
+
+def test_sigterm_cuts_jobs_short_after_the_grace_with_one_warning(  # type: ignore[no-untyped-def]
+    write_config, anvil
+) -> None:
+    proxy = StallingRpcProxy(anvil.url)
+    try:
+        daemon, _ = _start_with_work_in_flight(write_config, anvil, proxy, grace=1)
+        assert daemon.stop(timeout=30) == 0, "".join(daemon.raw)[-3000:]
+    finally:
+        proxy.close()
+    lines = daemon.lines()
+    assert not _errors(lines), _errors(lines)
+    cancelled = [line for line in lines if line["event"] == "tasks.cancelled"]
+    assert len(cancelled) == 1, cancelled
+    assert cancelled[0]["level"] == "warning"
+    assert "watch:anvil" in cancelled[0]["tasks"]
+    assert [line["event"] for line in lines][-1] == "ctripd.stopped"
