@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ import orjson
 import structlog
 
 from ctripd.errors import CtripdError
+from ctripd.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +63,17 @@ _RANGE_LIMIT = re.compile(
 _LIMIT_CODE = -32005
 
 
+# Statuses whose `Retry-After` says when the provider takes requests again (RFC 9110, 6585).
+_RETRY_AFTER_STATUSES = (429, 503)
+
+
 class _TransportError(Exception):
-    """One URL failed to give a usable answer; the caller moves on to the next."""
+    """One URL failed to give a usable answer; the caller moves on to the next. `retry_after`:
+    the seconds its provider asked us to wait (429/503 with a valid `Retry-After`)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def display_url(url: str) -> str:
@@ -129,6 +140,8 @@ class Endpoint:
     consecutive_failures: int = 0
     # time.monotonic() before which this URL is only tried when every other URL failed too.
     down_until: float = 0.0
+    # time.monotonic() before which this URL is not called at all: its provider's Retry-After.
+    held_until: float = 0.0
 
     def health(self) -> dict[str, Any]:
         return {
@@ -148,8 +161,12 @@ class RpcClient:
 
     A failed URL cools down (1 s, doubling per consecutive failure, at most `cooldown_cap`);
     afterwards it is tried first again, so traffic returns to the primary once it recovers.
-    When every URL failed, the whole round is retried after a capped exponential backoff with
-    full jitter, `retries` times, before `RpcUnavailableError`.
+    A 429 or 503 with a valid `Retry-After` sets the cool-down instead (at most `cooldown_cap`,
+    against a hostile or broken header) and makes it a hold: calling sooner risks the key being
+    banned, so the URL is not called at all until then, where a plain cool-down only ranks it
+    last. When every URL failed, the whole round is retried after a capped exponential backoff
+    with full jitter, or once the first hold ends if every URL is held, `retries` times, before
+    `RpcUnavailableError`.
     """
 
     chain: str
@@ -237,13 +254,15 @@ class RpcClient:
         """POST to the URLs in order of preference; retry rounds with backoff when all fail."""
         failures: list[str] = []
         for attempt in range(self.retries + 1):
+            pause = 0.0
             if attempt:
                 delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-                await asyncio.sleep(random.uniform(0, delay))
-            now = time.monotonic()
-            # Stable sort: URLs not cooling down keep their configured order.
-            order = sorted(self.endpoints, key=lambda e: max(e.down_until, now))
-            for endpoint in order:
+                pause = random.uniform(0, delay)
+            await self._pause(pause)
+            tried: set[int] = set()
+            while (position := self._next_url(tried)) is not None:
+                tried.add(position)
+                endpoint = self.endpoints[position]
                 try:
                     return await self._post(endpoint, body, check)
                 except _TransportError as exc:
@@ -252,6 +271,25 @@ class RpcClient:
         raise RpcUnavailableError(
             f"{self.chain}: every RPC URL failed: {'; '.join(failures[-len(self.endpoints) :])}"
         )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or until the first hold ends when every URL is held (no longer)."""
+        wake = time.monotonic() + seconds
+        while True:
+            # Holds may change while we sleep: other requests get answers meanwhile.
+            wake = max(wake, min(e.held_until for e in self.endpoints))
+            delay = wake - time.monotonic()
+            if delay <= 0:
+                return
+            await asyncio.sleep(delay)
+
+    def _next_url(self, tried: set[int]) -> int | None:
+        """The position of the URL to try next this round, if any: one not tried yet and not held
+        (checked at each step: a concurrent request may just have been told to wait), the URLs
+        not cooling down first, in configured order, then the one coming back soonest."""
+        now = time.monotonic()
+        free = [i for i, e in enumerate(self.endpoints) if i not in tried and e.held_until <= now]
+        return min(free, key=lambda i: max(self.endpoints[i].down_until, now), default=None)
 
     async def _post(
         self, endpoint: Endpoint, body: bytes, check: int | None
@@ -266,7 +304,11 @@ class RpcClient:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as resp:
                 if resp.status != 200:
-                    raise _TransportError(f"HTTP {resp.status}")
+                    retry_after = None
+                    if resp.status in _RETRY_AFTER_STATUSES:
+                        header = resp.headers.get("Retry-After")
+                        retry_after = parse_retry_after(header, datetime.now(UTC))
+                    raise _TransportError(f"HTTP {resp.status}", retry_after)
                 raw = await resp.read()
             answers = orjson.loads(raw)
             if isinstance(answers, dict):
@@ -276,7 +318,7 @@ class RpcClient:
             if check is not None:
                 self._check_chain(answers, check)
         except _TransportError as exc:
-            self._failed(endpoint, str(exc))
+            self._failed(endpoint, str(exc), exc.retry_after)
             raise
         except TimeoutError:
             self._failed(endpoint, f"timeout after {self.timeout:g} s")
@@ -312,15 +354,32 @@ class RpcClient:
                 f"answered for chain id {chain_id}, expected {self.expected_chain_id}"
             )
 
-    def _failed(self, endpoint: Endpoint, error: str) -> None:
+    def _failed(self, endpoint: Endpoint, error: str, retry_after: float | None = None) -> None:
+        """Cool the URL down: as its provider asked (a hold), else 1 s doubling per failure."""
         endpoint.ok = False
         endpoint.errors += 1
         endpoint.consecutive_failures += 1
         endpoint.last_error = error[:200]
         endpoint.last_error_at = time.time()
-        cooldown = min(self.cooldown_cap, 2.0 ** (endpoint.consecutive_failures - 1))
-        endpoint.down_until = time.monotonic() + cooldown
-        log.warning("rpc.failed", chain=self.chain, url=display_url(endpoint.url), error=error)
+        now = time.monotonic()
+        if retry_after is None:
+            reason = "failures"
+            cooldown = min(self.cooldown_cap, 2.0 ** (endpoint.consecutive_failures - 1))
+        else:
+            reason = "retry_after"
+            cooldown = min(self.cooldown_cap, retry_after)
+            # Never shortened: another answer of the provider may have named a later time.
+            endpoint.held_until = max(endpoint.held_until, now + cooldown)
+        endpoint.down_until = now + cooldown
+        log.warning(
+            "rpc.failed",
+            chain=self.chain,
+            url=display_url(endpoint.url),
+            error=error,
+            cooldown_reason=reason,
+            cooldown_s=round(max(endpoint.held_until - now, cooldown), 3),
+            retry_after=retry_after,
+        )
 
     async def chain_id(self) -> int:
         return int(await self.call("eth_chainId"), 16)

@@ -1,17 +1,22 @@
 """The JSON-RPC client against a real Anvil, with a fault-injecting proxy in front of it:
-batching, error mapping, retries, failover and back, timeouts, adaptive eth_getLogs ranges."""
+batching, error mapping, retries, failover and back, timeouts, a provider's Retry-After,
+adaptive eth_getLogs ranges."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
 from test_scanner_support import (
     ETH,
     SENDER,
@@ -24,6 +29,7 @@ from test_scanner_support import (
 
 from ctripd import devtokens
 from ctripd.devnet import free_port
+from ctripd.retry_after import parse_retry_after
 from ctripd.rpc import (
     RpcClient,
     RpcNodeError,
@@ -33,19 +39,32 @@ from ctripd.rpc import (
 from ctripd.scanner import TRANSFER_TOPIC
 
 
+class Refusal(NamedTuple):
+    """An HTTP error answer, with its `Retry-After` header if any, sent once `after` is set."""
+
+    status: int
+    retry_after: str | None = None
+    after: asyncio.Event | None = None
+
+
 class Proxy:
-    """Forwards JSON-RPC to Anvil unless told to fail: `down` answers 503, `delay` stalls,
-    `hold` parks requests until released, `max_logs_span` refuses wider eth_getLogs ranges the
-    way hosted providers do."""
+    """Forwards JSON-RPC to Anvil unless told to fail: `refusals` answer the next requests in
+    turn, `down` answers 503, `delay` stalls, `hold` parks requests until released,
+    `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do."""
 
     def __init__(self, target: str) -> None:
         self.target = target
+        self.refusals: list[Refusal] = []
+        # Set once a request waits for its refusal's `after`.
+        self.parked = asyncio.Event()
         self.down = False
         self.delay = 0.0
         # While set and not yet released, requests wait here (a node that stopped answering).
         self.hold: asyncio.Event | None = None
         self.max_logs_span: int | None = None
         self.requests = 0
+        # time.monotonic() of each request's arrival: the clock of the client under test.
+        self.arrivals: list[float] = []
         self.calls: list[tuple[str, list[Any]]] = []
         self.logs_spans: list[int] = []
         self.server: TestServer | None = None
@@ -70,6 +89,14 @@ class Proxy:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.arrivals.append(time.monotonic())
+        if self.refusals:
+            refusal = self.refusals.pop(0)
+            if refusal.after is not None:
+                self.parked.set()
+                await refusal.after.wait()
+            headers = {} if refusal.retry_after is None else {"Retry-After": refusal.retry_after}
+            return web.Response(status=refusal.status, headers=headers, text="slow down")
         if self.hold is not None:
             await self.hold.wait()
         if self.down:
@@ -191,6 +218,128 @@ async def test_retries_then_unavailable(proxies, session) -> None:  # type: igno
         await rpc.block_number()
     assert (a.requests, b.requests) == (3, 3)  # a first round and two retries, each URL in turn
     assert "HTTP 503" in str(caught.value)
+
+
+def http_date(seconds: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+async def test_retry_after_holds_the_url_then_traffic_returns(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    primary = await proxies()
+    primary.refusals = [Refusal(429, "1")]
+    rpc = RpcClient("anvil", [primary.url, anvil.url], session)
+    first, second = rpc.endpoints
+    before = time.monotonic()
+    with capture_logs() as logs:
+        assert await rpc.chain_id() == 31337
+    after = time.monotonic()
+    assert first.last_error == "HTTP 429" and second.requests == 1
+    assert before + 1 <= first.held_until <= after + 1
+    (failed,) = [e for e in logs if e["event"] == "rpc.failed"]
+    assert failed["cooldown_reason"] == "retry_after" and failed["retry_after"] == 1
+    assert failed["cooldown_s"] == 1
+
+    # Calls during the hold fail over; the first one after it goes to the primary again.
+    for _ in range(200):
+        assert await rpc.block_number() >= 0
+        if primary.requests > 1:
+            break
+        await asyncio.sleep(0.05)
+    assert primary.requests == 2 and primary.arrivals[1] >= first.held_until
+    assert second.requests > 1, "the calls within the hold went to the second URL"
+    assert first.ok and first.consecutive_failures == 0
+
+
+async def test_every_url_held_waits_for_the_first_to_come_back(proxies, session) -> None:  # type: ignore[no-untyped-def]
+    a, b = await proxies(), await proxies()
+    a.refusals = [Refusal(503, "1")]
+    b.refusals = [Refusal(429, "20")]
+    rpc = RpcClient("anvil", [a.url, b.url], session, retries=1)
+    assert await rpc.chain_id() == 31337
+    assert (a.requests, b.requests) == (2, 1)  # no request within a hold, no spin
+    held_a, held_b = (e.held_until for e in rpc.endpoints)
+    assert held_a <= a.arrivals[1] < held_b, "waited for the first hold to end, not the last"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "cap", "expected"),
+    [
+        (lambda: http_date(20), 30.0, 20),
+        (lambda: "86400", 5.0, 5),
+        (lambda: http_date(10 * 86400), 5.0, 5),
+    ],
+    ids=["http-date", "huge-seconds-capped", "far-http-date-capped"],
+)
+async def test_retry_after_forms_and_cap(  # type: ignore[no-untyped-def]
+    proxies, session, retry_after: Callable[[], str], cap: float, expected: int
+) -> None:
+    primary, other = await proxies(), await proxies()
+    primary.refusals = [Refusal(429, retry_after())]
+    other.down = True
+    rpc = RpcClient(
+        "anvil", [primary.url, other.url], session, cooldown_cap=cap, retries=1, backoff_base=0.01
+    )
+    before = time.monotonic()
+    with pytest.raises(RpcUnavailableError):
+        await rpc.chain_id()
+    after = time.monotonic()
+    # An HTTP-date has whole seconds: up to one less than asked.
+    assert before + expected - 2 <= rpc.endpoints[0].held_until <= after + expected
+    # Held, it is not asked again, not even in the retry round after the other URL failed too.
+    assert (primary.requests, other.requests) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after"),
+    [(429, "soon"), (429, "-3"), (503, "1.5"), (429, "²"), (429, None), (500, "1")],
+)
+async def test_no_valid_retry_after_keeps_the_doubling_cooldown(  # type: ignore[no-untyped-def]
+    proxies, session, status: int, retry_after: str | None
+) -> None:
+    a, b = await proxies(), await proxies()
+    a.refusals = [Refusal(status, retry_after)] * 2
+    b.down = True
+    rpc = RpcClient("anvil", [a.url, b.url], session, retries=1, backoff_base=0.01)
+    with capture_logs() as logs, pytest.raises(RpcUnavailableError):
+        await rpc.chain_id()
+    after = time.monotonic()
+    first = rpc.endpoints[0]
+    assert a.requests == 2, "a plain cool-down does not keep the URL from a retry round"
+    assert first.held_until == 0 and first.consecutive_failures == 2
+    assert a.arrivals[1] + 2 <= first.down_until <= after + 2
+    mine = [e for e in logs if e["event"] == "rpc.failed" and e["url"] == display_url(a.url)]
+    assert [(e["cooldown_reason"], e["cooldown_s"]) for e in mine] == [
+        ("failures", 1.0),
+        ("failures", 2.0),
+    ]
+
+
+@pytest.mark.parametrize("late", [Refusal(503), Refusal(429, "1")], ids=["plain", "shorter"])
+async def test_a_concurrent_failure_does_not_cut_a_hold_short(  # type: ignore[no-untyped-def]
+    anvil, proxies, session, late: Refusal
+) -> None:
+    primary = await proxies()
+    released = asyncio.Event()
+    primary.refusals = [late._replace(after=released), Refusal(429, "20")]
+    rpc = RpcClient("anvil", [primary.url, anvil.url], session)
+    slow = asyncio.create_task(rpc.chain_id())
+    await primary.parked.wait()
+    before = time.monotonic()
+    assert await rpc.chain_id() == 31337  # told to come back in 20 s
+    released.set()
+    assert await slow == 31337  # its answer comes after the hold was set
+    assert rpc.endpoints[0].held_until >= before + 20
+    assert await rpc.block_number() >= 0
+    assert primary.requests == 2
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert parse_retry_after(" 7 ", now) == 7
+    assert parse_retry_after("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30
+    assert parse_retry_after("Mon, 30 Nov 2026 11:00:00 GMT", now) == 0  # already past
+    for invalid in ("", "-5", "1.5", "1e3", "+5", "²", "١٢", "soon", "Mon, 30 Nov 2026 25:00:00"):
+        assert parse_retry_after(invalid, now) is None, invalid
 
 
 async def test_slow_url_times_out_and_fails_over(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
