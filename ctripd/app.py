@@ -51,6 +51,7 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     app.cleanup_ctx.append(webhooks.webhooks_ctx(options.background))
     if options.background:
         app.cleanup_ctx.append(_scheduler_ctx)
+    app.on_shutdown.append(_begin_stop)
     health.setup_routes(app)
     events_api.setup_routes(app)
     chains_api.setup_routes(app)
@@ -58,6 +59,12 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     checkout.setup_routes(app)
     metrics.setup_routes(app)
     return app
+
+
+async def _begin_stop(app: web.Application) -> None:
+    """SIGTERM: runs before aiohttp waits for in-flight requests, so background work stops
+    claiming at once and drains in the same grace period as they do."""
+    app[TASKS].begin_stop(app[CONFIG].daemon.shutdown_timeout)
 
 
 def _pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -140,12 +147,13 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         next_run_time=_now(),
     )
     scheduler.start()
+    tasks.on_stop.append(scheduler.pause)
     log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])
     yield
-    # Stop starting runs, let the in-flight ones finish (or cut them short past the grace), and
-    # only then shut the scheduler down, so that it has no run left to cancel (see drain()).
-    scheduler.pause()
-    await tasks.drain(config.daemon.shutdown_timeout)
+    # Runs stopped starting at begin_stop; let the in-flight ones finish (or cut them short past
+    # the grace), and only then shut the scheduler down, so that it has no run left to cancel.
+    tasks.begin_stop(config.daemon.shutdown_timeout)
+    await tasks.drain(tasks.remaining(config.daemon.shutdown_timeout))
     scheduler.shutdown(wait=False)
     log.info("scheduler.stopped")
 

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import re
+import subprocess
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -53,7 +54,16 @@ def embedded_dsn(state_dir: Path) -> str:
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        try:
+            server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            log_file = data_dir / "log"
+            text = log_file.read_text(errors="replace") if log_file.exists() else ""
+            tail = text.strip().splitlines()[-3:]
+            reason = " | ".join(tail) if tail else str(exc)
+            raise DatabaseError(
+                f"the embedded PostgreSQL in {data_dir} did not start: {reason}"
+            ) from None
     uri: str = server.get_uri()
     return uri
 

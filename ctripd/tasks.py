@@ -22,6 +22,25 @@ class TaskSet:
         # The scheduler's own tasks, each waiting on one of `_tasks`.
         self._runners: set[asyncio.Task[Any]] = set()
         self.closed = False
+        # Called at the start of a stop: whatever claims new work stops claiming it.
+        self.on_stop: list[Callable[[], None]] = []
+        self._deadline: float | None = None
+
+    def begin_stop(self, grace: float) -> None:
+        """Stop taking work now and start the one grace period that every drain shares, so the
+        HTTP, job and webhook drains together stay within `grace` (and systemd's stop timeout)."""
+        if self._deadline is not None:
+            return
+        self._deadline = asyncio.get_running_loop().time() + grace
+        self.closed = True
+        for stop_claiming in self.on_stop:
+            stop_claiming()
+
+    def remaining(self, grace: float) -> float:
+        """Seconds left of the stop's grace period (all of `grace` if no stop began)."""
+        if self._deadline is None:
+            return grace
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
         if self.closed:
@@ -80,7 +99,7 @@ class TaskSet:
             log.warning(
                 "tasks.cancelled",
                 tasks=sorted(task.get_name() for task in cut),
-                grace_seconds=grace,
+                grace_seconds=round(grace, 1),
             )
             for task in cut:
                 task.cancel()

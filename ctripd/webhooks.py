@@ -30,7 +30,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +40,7 @@ from aiohttp import web
 
 from ctripd.config import Config
 from ctripd.db import queries
+from ctripd.retry_after import parse_retry_after
 from ctripd.signing import Signer
 
 Q = queries("webhooks")
@@ -107,22 +107,6 @@ def retry_delay(
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date; None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def redact_url(url: str) -> str:
@@ -325,15 +309,21 @@ class WebhookWorker:
         self._task = asyncio.create_task(self.run(), name="webhooks")
         self._task.add_done_callback(self._done)
 
-    async def stop(self, grace: float) -> None:
-        """Stop claiming; in-flight deliveries finish (up to `grace` s) and are recorded."""
+    def stop_claiming(self) -> None:
         self._stopping.set()
         self._signal.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; in-flight deliveries finish (up to `grace` s) and are recorded."""
+        self.stop_claiming()
         if self._task is None:
             return
         await asyncio.wait({self._task}, timeout=grace)
         if not self._task.done():
             # Cut short: those events' leases run out and they are delivered again.
+            log.warning(
+                "webhooks.cancelled", deliveries=len(self._inflight), grace_seconds=round(grace, 1)
+            )
             for task in list(self._inflight):
                 task.cancel()
             await asyncio.wait({self._task}, timeout=5)
@@ -395,7 +385,7 @@ def webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[
     """The app's worker (tests call its `run_once()`); its loop runs only in the background."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from ctripd.app import CONFIG, POOL
+        from ctripd.app import CONFIG, POOL, TASKS
 
         config = app[CONFIG]
         worker = WebhookWorker(app[POOL], config)
@@ -404,8 +394,9 @@ def webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[
             log.warning("webhooks.disabled", reason="webhooks.url is not set; events stay queued")
         elif background:
             worker.start()
+            app[TASKS].on_stop.append(worker.stop_claiming)
         yield
-        await worker.stop(config.daemon.shutdown_timeout)
+        await worker.stop(app[TASKS].remaining(config.daemon.shutdown_timeout))
         await worker.close()
 
     return ctx

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ def wait_ready(url: str, proc: subprocess.Popen[str], seconds: float = 60) -> di
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             _, err = proc.communicate()
-            raise AssertionError(f"exited early with {proc.returncode}: {err[-2000:]}")
+            raise AssertionError(f"exited early with {proc.returncode}: {err[-8000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 body: dict[str, object] = json.loads(resp.read())
@@ -90,6 +91,32 @@ def test_dev_starts_twice_cleanly_and_refuses_public_chain(tmp_path: Path) -> No
         assert proc.returncode == 0, err
         assert "ctripd dev" in out and f"http://127.0.0.1:{port}" in out
     assert (state / "mnemonic").stat().st_mode & 0o077 == 0
+
+
+def test_embedded_postgres_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "ctripd.toml"
+    mnemonic = tmp_path / "mnemonic"
+    mnemonic.write_text("test test test test test test test test test test test junk\n")
+    mnemonic.chmod(0o600)
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[wallet]\nmnemonic_file = "{mnemonic}"\n'
+    )
+    (tmp_path / "chains.yaml").write_text(
+        "chains:\n- {name: anvil, chain_id: 31337, rpc: ['http://127.0.0.1:1'],"
+        " native: {symbol: ETH, decimals: 18},"
+        " treasury: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'}\n"
+    )
+    command = [sys.executable, "-m", "ctripd", "--config", str(config), "migrate"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    with (tmp_path / "state" / "postgres" / "postgresql.conf").open("a") as conf:
+        conf.write("no_such_setting = 1\n")
+
+    broken = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr
+    (line,) = [x for x in broken.stderr.splitlines() if x.startswith("ctripd:")]
+    assert "embedded PostgreSQL" in line and "no_such_setting" in line, broken.stderr
 
 
 class StallingRpcProxy:
@@ -199,11 +226,11 @@ class Daemon:
 
 
 def _start_with_work_in_flight(
-    write_config: Any, anvil: Any, proxy: StallingRpcProxy, grace: int
+    write_config: Any, anvil: Any, proxy: StallingRpcProxy, grace: int, port: int | None = None
 ) -> tuple[Daemon, int]:
     """A daemon whose chain watcher (and sweeper) are stuck mid-RPC, with fresh blocks to scan
     once their answers come; returns it and the head those blocks reach."""
-    port = free_port()
+    port = port or free_port()
     chain = {
         "name": "anvil",
         "chain_id": 31337,
@@ -274,3 +301,31 @@ def test_sigterm_cuts_jobs_short_after_the_grace_with_one_warning(  # type: igno
     assert cancelled[0]["level"] == "warning"
     assert "watch:anvil" in cancelled[0]["tasks"]
     assert [line["event"] for line in lines][-1] == "ctripd.stopped"
+
+
+def test_http_jobs_and_webhooks_share_one_grace_period(  # type: ignore[no-untyped-def]
+    write_config, anvil
+) -> None:
+    """A request whose body never comes holds aiohttp's drain for the whole grace; the jobs
+    drain in the same period instead of getting a second one after it."""
+    grace, port = 5, free_port()
+    proxy = StallingRpcProxy(anvil.url)
+    try:
+        daemon, _ = _start_with_work_in_flight(write_config, anvil, proxy, grace, port)
+        with socket.create_connection(("127.0.0.1", port)) as stuck:
+            stuck.sendall(
+                b"POST /v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)  # the request reached its handler
+            started = time.monotonic()
+            assert daemon.stop(timeout=60) == 0, "".join(daemon.raw)[-3000:]
+            took = time.monotonic() - started
+    finally:
+        proxy.close()
+    lines = daemon.lines()
+    assert not _errors(lines), _errors(lines)
+    (cancelled,) = [line for line in lines if line["event"] == "tasks.cancelled"]
+    assert cancelled["grace_seconds"] < 1, cancelled  # what the request's drain left of it
+    # One grace period, not one per drain (which took at least 2 x grace).
+    assert took < 2 * grace - 1, took
