@@ -19,8 +19,6 @@ class TaskSet:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
-        # The scheduler's own tasks, each waiting on one of `_tasks`.
-        self._runners: set[asyncio.Task[Any]] = set()
         self.closed = False
         # Called at the start of a stop: whatever claims new work stops claiming it.
         self.on_stop: list[Callable[[], None]] = []
@@ -60,47 +58,44 @@ class TaskSet:
             log.error("task.failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
 
     def job(self, name: str, fn: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[None]]:
-        """A scheduler job that runs `fn` as a tracked task, skipped once shutdown began.
+        """A scheduler job that starts `fn` as a tracked task and returns at once.
 
-        The scheduler's task only waits: cutting the work short at shutdown cancels the tracked
-        task, never the scheduler's, which APScheduler would log as a failed job."""
+        A tick that finds the previous run still going skips it (the next tick after that run
+        picks up what came meanwhile). The scheduler's own run thus never overlaps itself, which
+        APScheduler would log as a warning on every long scan, and never outlives the tick, so
+        shutting the scheduler down finds no run of it to cancel (and log as a failed job)."""
+        current: asyncio.Task[Any] | None = None
 
         async def run() -> None:
+            nonlocal current
+            if current is not None and not current.done():
+                return
+
             async def wrapped() -> None:
                 await fn()
 
-            task = self.spawn(wrapped(), name)
-            if task is None:
-                return
-            runner = asyncio.current_task()
-            assert runner is not None
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
-            await asyncio.wait({task})
+            current = self.spawn(wrapped(), name)
 
         return run
 
     async def drain(self, grace: float) -> None:
         """Stop starting work, give what runs up to `grace` s, then cancel what is left.
 
-        Returns once the scheduler's tasks have ended too, so that shutting the scheduler down
-        afterwards finds nothing to cancel: APScheduler 3's AsyncIOExecutor cancels every job
-        still running whatever `shutdown(wait=...)` says, and logs each as a job error."""
+        A run the (already paused) scheduler submitted but has not started yet starts on this
+        call's first turn of the loop, finds the set closed and returns: shutting the scheduler
+        down afterwards finds nothing to cancel (APScheduler 3's AsyncIOExecutor cancels every
+        job still running whatever `shutdown(wait=...)` says, and logs each as a job error)."""
         self.closed = True
-        # A run the (already paused) scheduler submitted but has not started yet starts on this
-        # turn of the loop, finds the set closed and returns.
         await asyncio.sleep(0)
-        running = self._tasks | self._runners
-        if not running:
+        if not self._tasks:
             return
-        _, pending = await asyncio.wait(running, timeout=grace)
-        cut = [task for task in pending if task in self._tasks]
-        if cut:
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        if pending:
             log.warning(
                 "tasks.cancelled",
-                tasks=sorted(task.get_name() for task in cut),
+                tasks=sorted(task.get_name() for task in pending),
                 grace_seconds=round(grace, 1),
             )
-            for task in cut:
+            for task in pending:
                 task.cancel()
             await asyncio.wait(pending, timeout=CANCEL_WAIT)
