@@ -183,7 +183,10 @@ def cmd_payments_show(args: argparse.Namespace) -> int:
                     t["log_index"],
                     t["block_number"],
                     t["from"],
-                    t["amount"],
+                    # A transfer may be in another asset than the payment's: always say which.
+                    f"{t['amount']} {t['asset']}"
+                    if t["amount"] is not None
+                    else f"{t['amount_base_units']} base units",
                     t["confirmations"],
                     t["status"],
                 )

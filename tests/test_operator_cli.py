@@ -167,6 +167,7 @@ async def test_payments_show(shop: Shop, capsys) -> None:  # type: ignore[no-unt
     transfer_row = out.splitlines()[-1].split()
     assert transfer_row[0] == transfer["tx_hash"] and transfer_row[-1] == "live"
     assert transfer_row[-2] == str(transfer["confirmations"]) == "2"
+    assert transfer_row[-4:-2] == ["0.25", "ETH"]
 
 
 @pytest.mark.parametrize(
