@@ -14,7 +14,8 @@ transaction *before* anything is sent:
 - A sweep only fails when its nonce is used on chain: reverted (the fee is paid), or taken by a
   transaction that is none of ours. A sweep the node refuses stays `signed` and is retried, so
   the gas wallet's nonces never have a gap. Its payments are planned again after a back-off.
-- Native: balance − gas × max fee per gas goes out, so the deposit keeps less than one fee.
+- Native: balance − gas × max fee per gas goes out, so the deposit keeps less than one fee. A
+  balance that does not pay today's fee is looked at again later, never written off as dust.
   Token: the whole token balance, after a gas top-up from the gas wallet if the deposit cannot
   pay the gas (the top-up is a `gas_topup` sweep linked to the same payments).
 - Balances are read at the block `confirmations` deep, so unconfirmed deposits are never swept.
@@ -55,6 +56,8 @@ TOPUP_HEADROOM = (5, 4)
 # Safety margin on eth_estimateGas of a token transfer; unused gas is not paid.
 GAS_MARGIN = (6, 5)
 MAX_RETRY_DELAY = 300.0
+# A native balance that does not pay the fee is looked at again after this many seconds.
+FEE_WAIT = 600.0
 PLAN_LIMIT = 200
 
 
@@ -151,8 +154,8 @@ class Sweeper:
         self.gas_address = wallet.address(gas_wallet_index)
         self.clock = clock
         self.crash_at = crash_at
-        # In-memory back-off of addresses whose planning failed (nothing was stored for them).
-        self._plan_retry: dict[str, tuple[int, datetime]] = {}
+        # Consecutive planning failures per address, for the back-off's doubling.
+        self._plan_failures: dict[str, int] = {}
         self._treasury_has_code: bool | None = None
 
     # ---- the loop -------------------------------------------------------------------------
@@ -455,11 +458,9 @@ class Sweeper:
         due = await self.pool.fetch(Q["due_payments"], self.chain.name, now, PLAN_LIMIT)
         groups: dict[tuple[str, str | None], list[asyncpg.Record]] = {}
         for p in due:
-            retry = self._plan_retry.get(p["address"])
             # A balance read at the safe block must include every transfer counted: a node
             # behind the watcher's would make funds look missing (or like dust) otherwise.
-            visible = p["last_block"] is not None and p["last_block"] <= safe_block
-            if visible and (retry is None or retry[1] <= now):
+            if p["last_block"] is not None and p["last_block"] <= safe_block:
                 groups.setdefault((p["address"], p["token_address"]), []).append(p)
         if not groups:
             return []
@@ -496,6 +497,7 @@ class Sweeper:
                     index=group.index,
                     reason="the wallet derives another address at this index",
                 )
+                await self._defer(group, MAX_RETRY_DELAY)
                 continue
             try:
                 sweep_id = await (
@@ -504,9 +506,10 @@ class Sweeper:
                     else self._plan_token(group, token_balance, native, fee)
                 )
             except RpcError as exc:
-                attempts = self._plan_retry.get(address, (0, now))[0] + 1
-                delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**attempts)
-                self._plan_retry[address] = (attempts, now + timedelta(seconds=delay))
+                failures = self._plan_failures.get(address, 0) + 1
+                self._plan_failures[address] = failures
+                delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**failures)
+                await self._defer(group, delay)
                 log.warning(
                     "sweep.plan_failed",
                     chain=self.chain.name,
@@ -515,13 +518,20 @@ class Sweeper:
                     retry_in=delay,
                 )
                 continue
-            self._plan_retry.pop(address, None)
+            self._plan_failures.pop(address, None)
             if sweep_id is not None:
                 new.append(sweep_id)
                 busy.add(address)
         return new
 
-    async def _mark_dust(self, group: _Group, balance: int, why: str) -> None:
+    async def _defer(self, group: _Group, seconds: float) -> None:
+        """Plan the group's payments again after `seconds`; the others keep their turn."""
+        not_before = self.clock() + timedelta(seconds=seconds)
+        async with self.pool.acquire() as conn, conn.transaction():
+            for payment_id, _ in group.covered:
+                await conn.execute(Q["defer_sweep"], payment_id, not_before)
+
+    async def _mark_dust(self, group: _Group, balance: int) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             for payment_id, covered in group.covered:
                 await conn.execute(Q["mark_dust"], payment_id, covered)
@@ -531,7 +541,7 @@ class Sweeper:
             address=group.address,
             token=group.token,
             balance=str(balance),
-            reason=why,
+            reason="at or below the dust threshold",
         )
 
     async def _native_gas(self, sender: str) -> int:
@@ -550,12 +560,21 @@ class Sweeper:
 
     async def _plan_native(self, group: _Group, balance: int, fee: Fee) -> int | None:
         if balance <= self.chain.dust_threshold_of(None):
-            await self._mark_dust(group, balance, "below dust threshold")
+            await self._mark_dust(group, balance)
             return None
         gas = await self._native_gas(group.address)
         max_fee = gas * fee.per_gas
         if balance <= max_fee:
-            await self._mark_dust(group, balance, "below the fee")
+            # Not dust: fees fall again, and no more funds may ever come to this address.
+            await self._defer(group, FEE_WAIT)
+            log.info(
+                "sweep.deferred",
+                chain=self.chain.name,
+                address=group.address,
+                balance=str(balance),
+                reason="the balance does not pay today's fee",
+                retry_in=FEE_WAIT,
+            )
             return None
         return await self._create(
             kind="native",
@@ -572,7 +591,7 @@ class Sweeper:
     async def _plan_token(self, group: _Group, balance: int, native: int, fee: Fee) -> int | None:
         assert group.token is not None
         if balance <= self.chain.dust_threshold_of(group.token):
-            await self._mark_dust(group, balance, "below dust threshold")
+            await self._mark_dust(group, balance)
             return None
         # Tokens like USDT return no data from transfer(): only gas and the receipt matter.
         estimate = _uint(

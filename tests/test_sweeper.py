@@ -27,7 +27,7 @@ from ctripd.devnet import TEST_MNEMONIC, AnvilProcess, start_anvil
 from ctripd.payments import load_payment
 from ctripd.reconcile import reconcile
 from ctripd.rpc import RpcClient
-from ctripd.sweeper import InjectedCrash, Step, Sweeper, make_sweepers
+from ctripd.sweeper import FEE_WAIT, InjectedCrash, Step, Sweeper, make_sweepers
 from ctripd.wallet import Wallet
 
 FUNDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # Anvil account 0 = gas wallet (index 0)
@@ -796,6 +796,31 @@ async def test_dust_waits_until_more_funds_arrive(
         assert sweep["status"] == "confirmed"
         assert int(sweep["amount"]) == dust + ETH - 21_000 * int(sweep["max_fee_per_gas"])
         await assert_reconciled(rig)
+
+
+async def test_balance_below_todays_fee_waits_for_lower_fees(rig: Rig) -> None:
+    """Not dust: during a fee spike the payment is deferred, not written off; once fees fall
+    it is swept without any new funds (its address never gets more)."""
+    payment_id = await rig.pay_native(1000, 21_000 * 50 * GWEI)
+    rig.rpc_sync("anvil_setNextBlockBaseFeePerGas", [hex(100 * GWEI)])
+    rig.mine()
+    sweeper = rig.sweeper()
+    with structlog.testing.capture_logs() as logs:
+        await sweeper.run_once()
+    events = [e["event"] for e in logs]
+    assert "sweep.deferred" in events and "sweep.dust" not in events
+    assert await rig.sweeps() == []
+
+    rig.rpc_sync("anvil_setNextBlockBaseFeePerGas", [hex(GWEI)])
+    rig.mine()
+    await sweeper.run_once()
+    assert await rig.sweeps() == []  # not before the wait is over
+    rig.advance(FEE_WAIT + 1)
+    await rig.settle(sweeper)
+    (sweep,) = await rig.sweeps()
+    assert sweep["status"] == "confirmed"
+    assert (await rig.payment(payment_id))["sweep"]["status"] == "confirmed"
+    await assert_reconciled(rig)
 
 
 async def test_dust_threshold_is_per_asset(

@@ -12,13 +12,14 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 -- name: due_payments
 -- Confirmed payments whose confirmed amount is not yet covered by a sweep (or a dust check),
 -- with no sweep of theirs in flight, outside the back-off after failed sweeps
--- (1 minute doubling per failure, at most 512 minutes). $2 = now, $3 = limit.
+-- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
 SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
        p.amount_confirmed,
        (SELECT max(t.block_number) FROM transfers t
         WHERE t.payment_id = p.id AND t.status = 'live') AS last_block
 FROM payments p
 WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered
+  AND (p.sweep_not_before IS NULL OR p.sweep_not_before <= $2)
   AND NOT EXISTS (
       SELECT 1 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
       WHERE sp.payment_id = p.id AND s.status IN ('signed', 'broadcast'))
@@ -32,6 +33,10 @@ LIMIT $3;
 -- name: mark_dust
 -- Nothing worth sweeping now: wait until more funds are confirmed.
 UPDATE payments SET sweep_covered = GREATEST(sweep_covered, $2) WHERE id = $1;
+
+-- name: defer_sweep
+-- Plan this payment's sweep again no sooner than $2.
+UPDATE payments SET sweep_not_before = $2 WHERE id = $1;
 
 -- name: max_nonce
 SELECT max(nonce) FROM sweeps WHERE chain = $1 AND from_address = $2;

@@ -1,0 +1,1 @@
+ALTER TABLE payments DROP COLUMN sweep_not_before;
