@@ -25,6 +25,15 @@ ENV_PREFIX = "CTRIPD_"
 # Chain ids of public networks on which `ctripd dev` refuses to run a throw-away wallet.
 PUBLIC_CHAIN_IDS = frozenset({1, 10, 56, 100, 137, 250, 324, 8453, 42161, 43114, 59144, 534352})
 
+# Deposit addresses are derived from this index up (`address_index_seq START WITH 1000` in
+# migrations/0001): the gas wallet must stay below it, or it could be some payment's address.
+FIRST_DEPOSIT_INDEX = 1000
+# Longest duration any key accepts: more is a typo, and huge values overflow datetime arithmetic.
+MAX_SECONDS = 365 * 86400
+# Largest values of the Postgres INTEGER / BIGINT columns a key is stored in.
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
 
 class ConfigError(Exception):
     """A configuration problem, rendered as one line: `file: key: problem`."""
@@ -171,6 +180,90 @@ class Config:
         return next((c for c in self.chains if c.name == name), None)
 
 
+@dataclass(frozen=True)
+class _Range:
+    """Accepted values of a numeric key: from `low` (excluded if `open`) up to `high`."""
+
+    low: int
+    high: int | None = None
+    open: bool = False
+    why: str = ""
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with `value`, or None if it is in range."""
+        above_low = value > self.low if self.open else value >= self.low
+        if above_low and (self.high is None or value <= self.high):
+            return None
+        if self.open:
+            problem = "must be positive"
+            if self.high is not None:
+                problem += f" and at most {self.high}"
+        elif self.high is not None:
+            problem = f"must be between {self.low} and {self.high}"
+        else:
+            problem = "must not be negative" if self.low == 0 else f"must be at least {self.low}"
+        return f"{problem} ({self.why})" if self.why else problem
+
+
+_SECONDS = _Range(1, MAX_SECONDS)
+_DECIMALS = _Range(0, 36)
+
+# The range of every numeric key, by dataclass and field (a list's items each); cross-key rules
+# are in `_validate`.
+_RANGES: dict[type, dict[str, _Range]] = {
+    DaemonConfig: {"shutdown_timeout": _Range(0, MAX_SECONDS)},
+    ServerConfig: {
+        "port": _Range(1, 65535),
+        "max_body_bytes": _Range(1),
+        "max_lag_blocks": _Range(1),
+    },
+    DatabaseConfig: {"pool_min": _Range(0), "pool_max": _Range(1)},
+    WalletConfig: {
+        "gas_wallet_index": _Range(
+            0,
+            FIRST_DEPOSIT_INDEX - 1,
+            why=f"deposit addresses are derived from index {FIRST_DEPOSIT_INDEX} up",
+        )
+    },
+    PaymentsConfig: {
+        "default_expiry": _SECONDS,
+        "min_expiry": _SECONDS,
+        "max_expiry": _SECONDS,
+        # 10000 would count a payment of nothing as paid.
+        "underpayment_tolerance_bps": _Range(0, 9999),
+        "late_window": _Range(0, MAX_SECONDS),
+        "expiry_interval": _SECONDS,
+    },
+    # A timeout of 0 is no timeout at all in aiohttp: a hanging receiver would hold a delivery.
+    WebhooksConfig: {"retry_schedule": _SECONDS, "timeout": _SECONDS, "concurrency": _Range(1)},
+    NativeAsset: {"decimals": _DECIMALS},
+    Token: {"decimals": _DECIMALS, "dust_threshold": _Range(0)},
+    ChainConfig: {
+        "chain_id": _Range(1, BIGINT_MAX),
+        "confirmations": _Range(1, INT_MAX),
+        "poll_interval": _Range(0, MAX_SECONDS, open=True),
+        "start_block": _Range(0, BIGINT_MAX),
+        "max_range": _Range(1),
+        "rpc_timeout": _Range(0, MAX_SECONDS, open=True),
+        "dust_threshold": _Range(0),
+        "max_fee_per_gas": _Range(1),
+        "replace_after": _SECONDS,
+    },
+}
+
+
+def _check_range(cls: type, name: str, value: Any, file: str, key: str) -> None:
+    """Refuse a value of `cls.name` outside its `_RANGES` entry; `key` is the key as written."""
+    bounds = _RANGES.get(cls, {}).get(name)
+    if bounds is None or value is None:
+        return
+    items = enumerate(value) if isinstance(value, list) else [(None, value)]
+    for i, item in items:
+        problem = bounds.problem(item)
+        if problem is not None:
+            raise ConfigError(file, key if i is None else f"{key}[{i}]", problem)
+
+
 _SECTIONS: dict[str, type] = {
     "daemon": DaemonConfig,
     "server": ServerConfig,
@@ -248,6 +341,7 @@ def _build(cls: type, raw: Mapping[str, Any], file: str, prefix: str, skip: set[
             continue
         if name in raw:
             values[name] = _coerce(raw[name], hints[name], file, f"{prefix}{name}")
+            _check_range(cls, name, values[name], file, f"{prefix}{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(file, f"{prefix}{name}", "missing required key")
     return values
@@ -276,7 +370,11 @@ def _parse_env_value(raw: str, tp: Any) -> Any:
         return raw
 
 
-def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> None:
+def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply `CTRIPD_SECTION__KEY` variables to `doc`; returns key → the variable that set it.
+
+    Each value is checked here, so that an error names the variable rather than the file."""
+    sources: dict[str, str] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -291,7 +389,11 @@ def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> None:
         if key not in hints:
             raise ConfigError(where, f"{section}.{key}", _unknown(key, hints))
         parsed = _parse_env_value(value, hints[key])
-        doc.setdefault(section, {})[key] = _coerce(parsed, hints[key], where, f"{section}.{key}")
+        coerced = _coerce(parsed, hints[key], where, f"{section}.{key}")
+        _check_range(cls, key, coerced, where, f"{section}.{key}")
+        doc.setdefault(section, {})[key] = coerced
+        sources[f"{section}.{key}"] = where
+    return sources
 
 
 def _check_address(value: str, file: str, key: str) -> str:
@@ -347,22 +449,12 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
     for j, url in enumerate(values["rpc"]):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(file, f"{prefix}rpc[{j}]", f"not an http(s) URL: {url!r}")
-    if values["chain_id"] <= 0:
-        raise ConfigError(file, f"{prefix}chain_id", "must be positive")
-    for key in ("confirmations", "max_range"):
-        if key in values and values[key] < 1:
-            raise ConfigError(file, f"{prefix}{key}", "must be at least 1")
-    if "poll_interval" in values and values["poll_interval"] <= 0:
-        raise ConfigError(file, f"{prefix}poll_interval", "must be positive")
-    if values.get("dust_threshold", 0) < 0:
-        raise ConfigError(file, f"{prefix}dust_threshold", "must not be negative")
     values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
 
     native_raw = entry.get("native")
     if not isinstance(native_raw, dict):
         raise ConfigError(file, f"{prefix}native", "missing required mapping {symbol, decimals}")
     native = NativeAsset(**_build(NativeAsset, native_raw, file, f"{prefix}native.", set()))
-    _check_decimals(native.decimals, file, f"{prefix}native.decimals")
 
     tokens_raw = entry.get("tokens") or {}
     if not isinstance(tokens_raw, dict):
@@ -375,9 +467,6 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
             raise ConfigError(file, f"{prefix}tokens.{symbol}", "expected {address, decimals}")
         tvalues = _build(Token, {**raw, "symbol": symbol}, file, tprefix, set())
         tvalues["address"] = _check_address(tvalues["address"], file, f"{tprefix}address")
-        _check_decimals(tvalues["decimals"], file, f"{tprefix}decimals")
-        if tvalues.get("dust_threshold", 0) < 0:
-            raise ConfigError(file, f"{tprefix}dust_threshold", "must not be negative")
         if symbol == native.symbol:
             raise ConfigError(file, f"{prefix}tokens.{symbol}", "same symbol as the native asset")
         if tvalues["address"] in seen_addresses:
@@ -385,11 +474,6 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
         seen_addresses.add(tvalues["address"])
         tokens[symbol] = Token(**tvalues)
     return ChainConfig(native=native, tokens=tokens, **values)
-
-
-def _check_decimals(value: int, file: str, key: str) -> None:
-    if not 0 <= value <= 36:
-        raise ConfigError(file, key, "must be between 0 and 36")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -408,7 +492,8 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
             raise ConfigError(file, section, _unknown(section, _SECTIONS).replace("key", "section"))
         if not isinstance(body, dict):
             raise ConfigError(file, section, "expected a [section] table")
-    _env_overrides(doc, env)
+    sources = {f"{section}.{key}": file for section, body in doc.items() for key in body}
+    sources |= _env_overrides(doc, env)
     built: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         built[section] = cls(**_build(cls, doc.get(section, {}), file, f"{section}.", set()))
@@ -423,34 +508,49 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         chains_file=str(base / daemon.chains_file),
     )
     built["daemon"] = daemon
-    _validate(built, file)
+    _validate(built, file, sources)
     chains = _load_chains(Path(daemon.chains_file))
     return Config(path=file, chains=chains, **built)
 
 
-def _validate(built: dict[str, Any], file: str) -> None:
+def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> None:
+    """Rules across keys. `sources` maps each key the user set to the file or variable that set
+    it, so an error names where to fix it."""
+
+    def error(key: str, problem: str) -> ConfigError:
+        return ConfigError(sources.get(key, file), key, problem)
+
+    def ordered(low_key: str, high_key: str) -> None:
+        """low ≤ high; blame the key the user set (the lower one if both or neither)."""
+        section, low_name = low_key.split(".")
+        high_name = high_key.split(".")[1]
+        low, high = getattr(built[section], low_name), getattr(built[section], high_name)
+        if low <= high:
+            return
+        if low_key in sources or high_key not in sources:
+            raise error(low_key, f"must not be more than {high_key} ({high})")
+        raise error(high_key, f"must not be less than {low_key} ({low})")
+
     wallet: WalletConfig = built["wallet"]
     if wallet.mnemonic_file and wallet.xpub:
-        raise ConfigError(file, "wallet.xpub", "set either mnemonic_file or xpub, not both")
+        raise error("wallet.xpub", "set either mnemonic_file or xpub, not both")
     if not wallet.mnemonic_file and not wallet.xpub:
-        raise ConfigError(file, "wallet.mnemonic_file", "missing: set mnemonic_file or xpub")
-    payments: PaymentsConfig = built["payments"]
-    if not 0 <= payments.underpayment_tolerance_bps < 10000:
-        raise ConfigError(file, "payments.underpayment_tolerance_bps", "must be 0 to 9999")
-    if not payments.min_expiry <= payments.default_expiry <= payments.max_expiry:
-        raise ConfigError(file, "payments.default_expiry", "must be within min_expiry..max_expiry")
+        raise error("wallet.mnemonic_file", "missing: set mnemonic_file or xpub")
+    ordered("database.pool_min", "database.pool_max")
+    ordered("payments.min_expiry", "payments.default_expiry")
+    ordered("payments.default_expiry", "payments.max_expiry")
     webhooks: WebhooksConfig = built["webhooks"]
     if webhooks.url and not webhooks.url.startswith(("http://", "https://")):
-        raise ConfigError(file, "webhooks.url", f"not an http(s) URL: {webhooks.url!r}")
+        raise error("webhooks.url", f"not an http(s) URL: {webhooks.url!r}")
     if webhooks.url and not webhooks.secret_file:
-        raise ConfigError(file, "webhooks.secret_file", "required when webhooks.url is set")
-    if not webhooks.retry_schedule or any(s <= 0 for s in webhooks.retry_schedule):
-        raise ConfigError(file, "webhooks.retry_schedule", "must be a list of positive seconds")
+        raise error("webhooks.secret_file", "required when webhooks.url is set")
+    if not webhooks.retry_schedule:
+        raise error("webhooks.retry_schedule", "must list at least one delay in seconds")
     log: LogConfig = built["log"]
     if log.level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError(file, "log.level", "must be debug, info, warning or error")
+        raise error("log.level", "must be debug, info, warning or error")
     if log.format not in ("auto", "json", "console"):
-        raise ConfigError(file, "log.format", "must be auto, json or console")
+        raise error("log.format", "must be auto, json or console")
 
 
 def resolve_secret_path(config_file: str, name: str, env: Mapping[str, str] | None = None) -> Path:

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from ctripd.config import ConfigError, load_config, read_secret
+from ctripd.config import (
+    _RANGES,
+    _SECTIONS,
+    FIRST_DEPOSIT_INDEX,
+    ChainConfig,
+    ConfigError,
+    NativeAsset,
+    Token,
+    load_config,
+    read_secret,
+)
 
+ROOT = Path(__file__).resolve().parent.parent
 TREASURY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 
 
 def chain(**overrides: Any) -> dict[str, Any]:
@@ -22,12 +38,16 @@ def chain(**overrides: Any) -> dict[str, Any]:
         "rpc": ["http://127.0.0.1:8545"],
         "native": {"symbol": "ETH", "decimals": 18},
         "treasury": TREASURY,
-        "tokens": {
-            "USDC": {"address": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", "decimals": 6}
-        },
+        "tokens": {"USDC": {"address": USDC, "decimals": 6}},
     }
     entry.update(overrides)
     return entry
+
+
+def toml_key(key: str, value: Any) -> str:
+    """TOML text setting `section.name`; `files` already opened the [wallet] table."""
+    section, name = key.split(".")
+    return ("" if section == "wallet" else f"[{section}]\n") + f"{name} = {json.dumps(value)}\n"
 
 
 @pytest.fixture
@@ -149,27 +169,201 @@ def test_dust_thresholds_are_per_asset(files) -> None:  # type: ignore[no-untype
     assert loaded.dust_threshold_of(usdc["address"].lower()) == 10**4
 
 
+YEAR = 365 * 86400
+BETWEEN_1_AND_A_YEAR = f"must be between 1 and {YEAR}"
+GAS_INDEX = "must be between 0 and 999 (deposit addresses are derived from index 1000 up)"
+
+# (key, out-of-range value, problem) for each bounded ctripd.toml key.
+TOML_CASES: list[tuple[str, Any, str]] = [
+    ("daemon.shutdown_timeout", -1, f"must be between 0 and {YEAR}"),
+    ("server.port", -5, "must be between 1 and 65535"),
+    ("server.port", 0, "must be between 1 and 65535"),
+    ("server.port", 65536, "must be between 1 and 65535"),
+    ("server.max_body_bytes", 0, "must be at least 1"),
+    ("server.max_lag_blocks", 0, "must be at least 1"),
+    ("database.pool_min", -1, "must not be negative"),
+    ("database.pool_max", 0, "must be at least 1"),
+    ("wallet.gas_wallet_index", -1, GAS_INDEX),
+    ("wallet.gas_wallet_index", FIRST_DEPOSIT_INDEX, GAS_INDEX),
+    ("payments.default_expiry", 0, BETWEEN_1_AND_A_YEAR),
+    ("payments.min_expiry", 0, BETWEEN_1_AND_A_YEAR),
+    ("payments.max_expiry", YEAR + 1, BETWEEN_1_AND_A_YEAR),
+    ("payments.underpayment_tolerance_bps", 10000, "must be between 0 and 9999"),
+    ("payments.underpayment_tolerance_bps", -1, "must be between 0 and 9999"),
+    ("payments.late_window", -1, f"must be between 0 and {YEAR}"),
+    ("payments.expiry_interval", 0, BETWEEN_1_AND_A_YEAR),
+    ("webhooks.retry_schedule", [5, 0], BETWEEN_1_AND_A_YEAR),
+    ("webhooks.retry_schedule", [], "must list at least one delay in seconds"),
+    ("webhooks.timeout", 0, BETWEEN_1_AND_A_YEAR),
+    ("webhooks.concurrency", 0, "must be at least 1"),
+]
+
+# (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.
+CHAIN_CASES: list[tuple[str, Any, str]] = [
+    ("chain_id", 0, f"must be between 1 and {2**63 - 1}"),
+    ("confirmations", 0, f"must be between 1 and {2**31 - 1}"),
+    ("poll_interval", 0, f"must be positive and at most {YEAR}"),
+    ("rpc_timeout", -1.5, f"must be positive and at most {YEAR}"),
+    ("start_block", -1, f"must be between 0 and {2**63 - 1}"),
+    ("max_range", 0, "must be at least 1"),
+    ("dust_threshold", -1, "must not be negative"),
+    ("max_fee_per_gas", 0, "must be at least 1"),
+    ("replace_after", 0, BETWEEN_1_AND_A_YEAR),
+    ("native.decimals", 37, "must be between 0 and 36"),
+    ("tokens.USDC.decimals", -1, "must be between 0 and 36"),
+    ("tokens.USDC.dust_threshold", -5, "must not be negative"),
+]
+
+
+def chain_with(key: str, value: Any) -> dict[str, Any]:
+    entry = chain()
+    *path, name = key.split(".")
+    target = entry
+    for part in path:
+        target = target[part]
+    target[name] = value
+    return entry
+
+
+def error_key(key: str, value: Any) -> str:
+    """The key as the error names it: a list's bad item by index."""
+    if isinstance(value, list) and value:
+        return f"{key}[{next(i for i, v in enumerate(value) if v <= 0)}]"
+    return key
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), TOML_CASES)
+def test_toml_key_out_of_range(files, key: str, value: Any, problem: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(toml_key(key, value)))
+    assert err.file.endswith("ctripd.toml")
+    assert (err.key, err.problem) == (error_key(key, value), problem)
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), TOML_CASES)
+def test_env_override_out_of_range(files, key: str, value: Any, problem: str) -> None:  # type: ignore[no-untyped-def]
+    """An env override is checked like the file, and the error names the variable."""
+    section, name = key.split(".")
+    variable = f"CTRIPD_{section.upper()}__{name.upper()}"
+    err = error_of(files(), {variable: json.dumps(value)})
+    assert err.file == f"environment {variable}"
+    assert (err.key, err.problem) == (error_key(key, value), problem)
+
+
+@pytest.mark.parametrize(("key", "value", "problem"), CHAIN_CASES)
+def test_chain_key_out_of_range(files, key: str, value: Any, problem: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[chain_with(key, value)]))
+    assert err.file.endswith("chains.yaml")
+    assert (err.key, err.problem) == (f"chains.anvil.{key}", problem)
+
+
+def test_every_numeric_key_is_bounded_and_tested() -> None:
+    """A numeric key added to a config dataclass needs a range and a case above."""
+    classes = {**{f"{s}.": c for s, c in _SECTIONS.items()}, "": ChainConfig}
+    classes |= {"native.": NativeAsset, "tokens.USDC.": Token}
+    numeric: set[str] = set()
+    for prefix, cls in classes.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kinds = {*typing.get_args(hints[f.name]), hints[f.name]}
+            if kinds & {int, float, list[int]}:
+                numeric.add(f"{prefix}{f.name}")
+                assert f.name in _RANGES.get(cls, {}), f"{prefix}{f.name} has no range"
+    assert numeric == {k for k, _, _ in TOML_CASES} | {k for k, _, _ in CHAIN_CASES}
+
+
 @pytest.mark.parametrize(
-    ("entry", "key"),
+    ("toml", "chain_overrides"),
     [
-        (chain(dust_threshold=-1), "chains.anvil.dust_threshold"),
         (
-            chain(
-                tokens={
-                    "USDC": {
-                        "address": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
-                        "decimals": 6,
-                        "dust_threshold": -5,
-                    }
-                }
-            ),
-            "chains.anvil.tokens.USDC.dust_threshold",
+            "gas_wallet_index = 999\n[server]\nport = 65535\n[database]\npool_min = 0\n"
+            "pool_max = 1\n[daemon]\nshutdown_timeout = 0\n[payments]\nmin_expiry = 1\n"
+            "default_expiry = 1\nmax_expiry = 1\nlate_window = 0\n"
+            "underpayment_tolerance_bps = 9999\n[webhooks]\nretry_schedule = [1]\ntimeout = 1\n",
+            {"chain_id": 1, "confirmations": 1, "poll_interval": 0.1, "start_block": 0},
+        ),
+        (
+            "[database]\npool_min = 7\npool_max = 7\n[payments]\nmin_expiry = 31536000\n"
+            "default_expiry = 31536000\nmax_expiry = 31536000\nlate_window = 31536000\n",
+            {"native": {"symbol": "ETH", "decimals": 36}, "replace_after": 31536000},
         ),
     ],
 )
-def test_negative_dust_threshold(files, entry: dict[str, Any], key: str) -> None:  # type: ignore[no-untyped-def]
-    err = error_of(files(chains=[entry]))
-    assert (err.key, err.problem) == (key, "must not be negative")
+def test_values_at_the_bounds_load(files, toml: str, chain_overrides: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    load_config(files(toml, chains=[chain(**chain_overrides)]), env={})
+
+
+def test_gas_wallet_stays_below_the_deposit_addresses() -> None:
+    """The bound follows the sequence deposit address indexes are drawn from."""
+    schema = (ROOT / "migrations" / "0001.initial-schema.sql").read_text()
+    assert f"address_index_seq START WITH {FIRST_DEPOSIT_INDEX} " in schema
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "file", "key", "problem"),
+    [
+        (
+            "[database]\npool_min = 5\npool_max = 4\n",
+            {},
+            "ctripd.toml",
+            "database.pool_min",
+            "must not be more than database.pool_max (4)",
+        ),
+        (
+            "[database]\npool_max = 1\n",
+            {},
+            "ctripd.toml",
+            "database.pool_max",
+            "must not be less than database.pool_min (2)",
+        ),
+        (
+            "",
+            {"CTRIPD_DATABASE__POOL_MAX": "1"},
+            "environment CTRIPD_DATABASE__POOL_MAX",
+            "database.pool_max",
+            "must not be less than database.pool_min (2)",
+        ),
+        (
+            "[payments]\nmin_expiry = 4000\n",
+            {},
+            "ctripd.toml",
+            "payments.min_expiry",
+            "must not be more than payments.default_expiry (3600)",
+        ),
+        (
+            "[payments]\ndefault_expiry = 30\n",
+            {},
+            "ctripd.toml",
+            "payments.default_expiry",
+            "must not be less than payments.min_expiry (60)",
+        ),
+        (
+            "[payments]\ndefault_expiry = 2592001\n",
+            {},
+            "ctripd.toml",
+            "payments.default_expiry",
+            "must not be more than payments.max_expiry (2592000)",
+        ),
+        (
+            "[payments]\nmax_expiry = 1800\n",
+            {"CTRIPD_PAYMENTS__MAX_EXPIRY": "1800"},
+            "environment CTRIPD_PAYMENTS__MAX_EXPIRY",
+            "payments.max_expiry",
+            "must not be less than payments.default_expiry (3600)",
+        ),
+    ],
+)
+def test_cross_key_order_names_the_key_that_was_set(  # type: ignore[no-untyped-def]
+    files, toml: str, env: dict[str, str], file: str, key: str, problem: str
+) -> None:
+    err = error_of(files(toml), env)
+    assert err.file.endswith(file)
+    assert (err.key, err.problem) == (key, problem)
+
+
+def test_committed_sample_config_loads() -> None:
+    config = load_config(ROOT / "ctripd.toml", env={})
+    assert config.server.port == 8080
+    assert [c.name for c in config.chains] == ["anvil"]
 
 
 def test_empty_rpc_list(files) -> None:  # type: ignore[no-untyped-def]
@@ -200,9 +394,13 @@ def test_secret_from_systemd_credentials(tmp_path: Path) -> None:
     )
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ctripd", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ctripd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -214,6 +412,16 @@ def test_cli_prints_one_line_and_exits_2(files) -> None:  # type: ignore[no-unty
     assert len(lines) == 1, result.stderr
     assert "chains.yaml: chains.anvil.treasury: address is not checksummed" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_cli_env_override_out_of_range_prints_one_line_and_exits_2(files) -> None:  # type: ignore[no-untyped-def]
+    """It used to end in an OverflowError traceback when the server bound the port."""
+    result = run_cli("--config", str(files()), "run", env={"CTRIPD_SERVER__PORT": "-5"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ctripd: config error: environment CTRIPD_SERVER__PORT: server.port: "
+        "must be between 1 and 65535"
+    ]
 
 
 def test_cli_refuses_world_readable_mnemonic(files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
