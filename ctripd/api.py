@@ -650,7 +650,6 @@ def _openapi_schemas(config: Config) -> dict[str, Any]:
                             "type": "string",
                             "enum": [
                                 "none",
-                                "planned",
                                 "signed",
                                 "broadcast",
                                 "confirmed",

@@ -14,7 +14,7 @@ from ctripd.rpc import RpcClient
 
 
 async def run_checks(config_path: str) -> int:
-    from ctripd.cli import check_secrets, database_dsn
+    from ctripd.cli import EXIT_CONFIG, check_secrets, database_dsn
 
     failures = 0
 
@@ -28,7 +28,7 @@ async def run_checks(config_path: str) -> int:
         check_secrets(config)
     except ConfigError as exc:
         report(False, "config", str(exc))
-        return 1
+        return EXIT_CONFIG
     report(True, "config", f"{config.path} and {config.daemon.chains_file}")
 
     try:
@@ -39,6 +39,13 @@ async def run_checks(config_path: str) -> int:
         finally:
             await conn.close()
         report(True, "database", f"{db.dsn_summary(dsn)} (PostgreSQL {version})")
+        pending = await asyncio.to_thread(db.pending_migrations, dsn)
+        if not pending:
+            report(True, "migrations", "all applied")
+        elif config.daemon.migrate_on_start:
+            report(True, "migrations", f"{_listed(pending)} pending, applied when ctripd starts")
+        else:
+            report(False, "migrations", f"{_listed(pending)} pending: run `ctripd migrate`")
     except (OSError, asyncpg.PostgresError, TimeoutError, CtripdError) as exc:
         report(False, "database", f"{type(exc).__name__}: {exc}")
 
@@ -59,3 +66,7 @@ async def run_checks(config_path: str) -> int:
                     report(True, what, f"chain id {got}, head {head}")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 0 if not failures else 1
+
+
+def _listed(ids: list[str]) -> str:
+    return f"{len(ids)} ({', '.join(ids)})"

@@ -28,6 +28,16 @@ class CliError(Exception):
     """A failure worth one line on stderr and a non-zero exit."""
 
 
+def listing_limit(status: str | None, statuses: Sequence[str], limit: str, most: int) -> int:
+    """A list command's `--limit` as a number, after checking it and `--status`: a mistake is
+    one line and exit code 1, like every other CLI mistake (argparse's own checks exit 2)."""
+    if status is not None and status not in statuses:
+        raise CliError(f"--status must be one of {', '.join(statuses)}, not {status!r}")
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= most:
+        raise CliError(f"--limit must be an integer from 1 to {most}, not {limit!r}")
+    return int(limit)
+
+
 def load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 

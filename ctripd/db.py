@@ -92,6 +92,17 @@ def migrate(dsn: str, rollback_all: bool = False) -> list[str]:
     return [m.id for m in todo]
 
 
+def pending_migrations(dsn: str) -> list[str]:
+    """Ids of the migrations not applied yet, in the order they would be."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(yoyo_url(dsn))
+    try:
+        return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))]
+    finally:
+        backend.connection.close()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -175,8 +177,17 @@ def banner(
             "    -H 'Content-Type: application/json' \\",
             f'    -d \'{{"chain": "{chain}", "asset": "ETH", "amount": "0.05"}}\'',
             "Pay it from a funded devnet account, then watch it confirm:",
-            f"  ctripd dev --state-dir {state_dir} pay <payment id>",
+            f"  {_self_command()} dev --state-dir {state_dir} pay <payment id>",
             f"  curl -s {api}/v1/payments/<payment id> -H 'Authorization: Bearer {api_key}'",
             f"  open {api}/pay/<payment id> in a browser for the checkout page",
         ]
     )
+
+
+def _self_command() -> str:
+    """How this ctripd was started (`.venv/bin/ctripd` under `make dev`), so the printed
+    command works as it is, also when `ctripd` is not on PATH."""
+    script = Path(sys.argv[0])
+    if script.name == "ctripd":
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m ctripd"

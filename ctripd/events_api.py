@@ -367,14 +367,13 @@ def _openapi_paths() -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ctripd.cli import CliError
+    from ctripd.cli import listing_limit
 
-    if args.limit < 1:
-        raise CliError("--limit must be at least 1")
+    limit = listing_limit(args.status, STATUSES, args.limit, MAX_LIMIT)
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
         events, _ = await list_events(
-            conn, None, payment_id=args.payment_id, status=args.status, limit=args.limit
+            conn, None, payment_id=args.payment_id, status=args.status, limit=limit
         )
         return events
 
@@ -415,8 +414,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     esub = parser.add_subparsers(dest="events_command", required=True)
     listing = esub.add_parser("list", help="list events with their delivery attempts")
     listing.add_argument("--payment-id", help="only this payment's events")
-    listing.add_argument("--status", choices=STATUSES)
-    listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+    listing.add_argument("--status", help=f"only events in this status ({', '.join(STATUSES)})")
+    listing.add_argument(
+        "--limit",
+        default=str(DEFAULT_LIMIT),
+        help=f"at most this many ({DEFAULT_LIMIT}, at most {MAX_LIMIT})",
+    )
     listing.add_argument("--json", action="store_true", help="JSON output, attempts included")
     listing.set_defaults(func=cmd_list)
     again = esub.add_parser("redeliver", help="queue a delivered or failed event again")

@@ -45,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 PAYMENT_STATUSES = ("pending", "detected", "confirmed", "expired", "canceled")
 SWEEP_KINDS = ("native", "token", "gas_topup")
-SWEEP_STATUSES = ("planned", "signed", "broadcast", "confirmed", "failed")
+SWEEP_STATUSES = ("signed", "broadcast", "confirmed", "failed")
 # Webhook delivery latency buckets, in milliseconds (the delivery timeout defaults to 10 s).
 LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 SCRAPE_STATEMENT_TIMEOUT = "5s"

@@ -19,7 +19,7 @@ import structlog
 from ctripd import db, payments
 from ctripd.api import STATUSES
 from ctripd.chains_api import chain_rows, chain_status
-from ctripd.cli import CliError, database_dsn, load
+from ctripd.cli import CliError, database_dsn, listing_limit, load
 from ctripd.config import ChainConfig, Config
 from ctripd.rpc import RpcClient, RpcError
 
@@ -94,10 +94,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_payments_list(args: argparse.Namespace) -> int:
-    if args.status is not None and args.status not in STATUSES:
-        raise CliError(f"--status must be one of {', '.join(STATUSES)}, not {args.status!r}")
-    if not (args.limit.isascii() and args.limit.isdigit()) or not 1 <= int(args.limit) <= MAX_LIMIT:
-        raise CliError(f"--limit must be an integer from 1 to {MAX_LIMIT}, not {args.limit!r}")
+    limit = listing_limit(args.status, STATUSES, args.limit, MAX_LIMIT)
 
     async def work(config: Config, pool: asyncpg.Pool) -> list[dict[str, Any]]:
         if args.chain is not None and config.chain(args.chain) is None:
@@ -109,7 +106,7 @@ def cmd_payments_list(args: argparse.Namespace) -> int:
             status=args.status,
             chain=args.chain,
             order_id=args.order_id,
-            limit=int(args.limit),
+            limit=limit,
         )
 
     found = asyncio.run(_with_pool(args, work))

@@ -180,6 +180,9 @@ async def test_payments_show(shop: Shop, capsys) -> None:  # type: ignore[no-unt
         (("payments", "list", "--limit", "0"), "ctripd: --limit must be an integer from 1 to "),
         (("payments", "list", "--limit", "10001"), "ctripd: --limit must be an integer from 1 to "),
         (("payments", "list", "--limit", "x"), "ctripd: --limit must be an integer from 1 to "),
+        (("events", "list", "--status", "sent"), "ctripd: --status must be one of pending, "),
+        (("events", "list", "--limit", "101"), "ctripd: --limit must be an integer from 1 to 100"),
+        (("events", "list", "--limit", "x"), "ctripd: --limit must be an integer from 1 to 100"),
     ],
 )
 async def test_errors_are_one_line(shop: Shop, capsys, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]

@@ -90,6 +90,8 @@ def test_dev_starts_twice_cleanly_and_refuses_public_chain(tmp_path: Path) -> No
             out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert "ctripd dev" in out and f"http://127.0.0.1:{port}" in out
+        # The printed command works as it is: the way this ctripd was started.
+        assert f"  {sys.executable} -m ctripd dev --state-dir {state} pay <payment id>" in out
     assert (state / "mnemonic").stat().st_mode & 0o077 == 0
 
 
