@@ -15,6 +15,9 @@ and the on-chain balance at B must equal it exactly, for the native asset and ev
 token. Any difference (funds moved without ctripd, a missed or double credit, an uncounted sweep)
 is printed. Addresses with a sweep in flight are listed but not compared: their transaction may
 be mined without its row being final yet.
+
+Funds the sweeper leaves in place are listed as held (they are no mismatch): transfers in
+another asset than their payment's, and transfers to payments that expired or were canceled.
 """
 
 from __future__ import annotations
@@ -57,6 +60,25 @@ class Mismatch:
         )
 
 
+@dataclass(frozen=True)
+class Held:
+    """Recorded funds that stay at their deposit address until the operator acts."""
+
+    address: str
+    payment_id: str
+    asset: str
+    decimals: int
+    amount: int
+    reason: str
+
+    def line(self) -> str:
+        amount = to_decimal_string(self.amount, self.decimals)
+        return (
+            f"HELD {self.address} {self.asset}: {amount} ({self.amount}) of payment "
+            f"{self.payment_id}, {self.reason}"
+        )
+
+
 @dataclass
 class Report:
     chain: str
@@ -65,6 +87,7 @@ class Report:
     balances: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
 
 
 def _sums(rows: list[asyncpg.Record]) -> dict[tuple[str, str | None], int]:
@@ -84,6 +107,7 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
         swept = _sums(await conn.fetch(Q["swept_out"], chain.name, block))
         fees = _sums(await conn.fetch(Q["fees_paid"], chain.name, block))
         topups = _sums(await conn.fetch(Q["topped_up"], chain.name, block))
+        report.held = [_held(chain, r) for r in await conn.fetch(Q["held"], chain.name, block)]
         busy = {
             a.lower()
             for r in await conn.fetch(Q["in_flight"], chain.name)
@@ -119,6 +143,19 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
     return report
 
 
+def _held(chain: ChainConfig, row: asyncpg.Record) -> Held:
+    if row["token"] is None:
+        asset, decimals = chain.native.symbol, chain.native.decimals
+    else:
+        token = next((t for t in chain.tokens.values() if t.address.lower() == row["token"]), None)
+        asset, decimals = (token.symbol, token.decimals) if token else (row["token"], 0)
+    if row["other_asset"]:
+        reason = "another asset than the payment's"
+    else:
+        reason = f"the payment is {row['status']}"
+    return Held(row["address"], row["payment_id"], asset, decimals, int(row["amount"]), reason)
+
+
 def _compare(
     report: Report, address: str, asset: str, decimals: int, expected: int, answer: object
 ) -> None:
@@ -147,12 +184,15 @@ async def _run(config_chain: ChainConfig, dsn: str, as_json: bool) -> int:
     else:
         print(
             f"reconcile {report.chain} at block {report.block}: {report.addresses} addresses, "
-            f"{report.balances} balances, {len(report.mismatches)} mismatches"
+            f"{report.balances} balances, {len(report.mismatches)} mismatches, "
+            f"{len(report.held)} held"
         )
         for m in report.mismatches:
             print(m.line())
         for address in report.in_flight:
             print(f"IN FLIGHT {address}: a sweep is unfinished, not compared")
+        for held in report.held:
+            print(held.line())
     return 1 if report.mismatches else 0
 
 

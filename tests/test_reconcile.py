@@ -71,6 +71,42 @@ async def test_reconcile_clean_after_sweeps_then_mismatch_after_funds_moved(
         }
 
 
+async def test_funds_left_in_place_are_listed_as_held(
+    write_config: Callable[..., Config],
+    pool: asyncpg.Pool,
+    anvil: AnvilProcess,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tokens sent to an ETH payment, and funds of an expired payment, are recorded and never
+    swept: the books match the chain, and the operator sees them to decide on a refund."""
+    async with make_rig(write_config, pool, anvil, tokens=True) as rig:
+        paid = await rig.pay_native(1000, ETH)
+        tx, log_index = rig.send_token("TD6", WALLET.address(1000), 5 * 10**6)
+        async with rig.pool.acquire() as conn:
+            await rig.insert_transfer(
+                conn, paid, rig.token("TD6"), WALLET.address(1000), 5 * 10**6, tx, log_index
+            )
+        expired = await rig.pay_native(1001, ETH // 4)
+        await rig.pool.execute("UPDATE payments SET status = 'expired' WHERE id = $1", expired)
+        rig.mine()
+        await rig.settle(rig.sweeper())
+        capsys.readouterr()
+
+        assert await run_cli(rig, "--chain", "anvil") == 0
+        out = capsys.readouterr().out
+        assert "0 mismatches, 2 held" in out
+        held = sorted(line for line in out.splitlines() if line.startswith("HELD"))
+        assert held == sorted(
+            [
+                f"HELD {WALLET.address(1000)} TD6: 5 (5000000) of payment {paid}, another asset"
+                " than the payment's",
+                f"HELD {WALLET.address(1001)} ETH: 0.25 (250000000000000000) of payment"
+                f" {expired}, the payment is expired",
+            ]
+        )
+        assert rig.token_balance("TD6", WALLET.address(1000)) == 5 * 10**6  # left in place
+
+
 async def test_missing_credit_is_a_mismatch(
     write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
 ) -> None:

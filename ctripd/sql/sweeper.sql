@@ -131,6 +131,21 @@ WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
       WHERE s.chain = $1 AND s.kind = 'gas_topup')
 GROUP BY p.address, lower(t.token_address);
 
+-- name: held
+-- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
+-- in another asset than their payment's, or to a payment that expired or was canceled. They
+-- may be owed back to the payer, an operator's decision.
+SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
+       lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+           AS other_asset,
+       sum(t.amount) AS amount
+FROM transfers t JOIN payments p ON p.id = t.payment_id
+WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+  AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+       OR p.status IN ('expired', 'canceled'))
+GROUP BY p.address, p.id, p.status, lower(t.token_address), other_asset
+ORDER BY p.address, p.id, token NULLS FIRST;
+
 -- name: swept_out
 -- Confirmed sweeps mined up to block $2, per deposit address and asset.
 SELECT from_address AS address, lower(token_address) AS token, sum(amount) AS amount
