@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 from ctripd import apikeys, db, expiry, payments
+from ctripd.app import WATCHERS
 from ctripd.devnet import TEST_MNEMONIC
 from ctripd.wallet import Wallet
 
@@ -40,8 +41,14 @@ async def _payments(pool: asyncpg.Pool, count: int, merchant: str = "default") -
 
 
 async def _backdate(pool: asyncpg.Pool, ids: list[str]) -> None:
+    """Past their window, with the chain scanned up to a head seen since: the state a caught-up
+    watcher leaves (`test_expiry_waits_for_the_scanner` drives a real one)."""
     await pool.execute(
         "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = ANY($1)", ids
+    )
+    await pool.execute(
+        "INSERT INTO chains (name, chain_id, caught_up_at) VALUES ('anvil', 31337, now())"
+        " ON CONFLICT (name) DO UPDATE SET caught_up_at = now()"
     )
 
 
@@ -124,3 +131,28 @@ async def test_expired_payment_through_the_api(write_config, make_client, pool) 
     assert [p["id"] for p in (await resp.json())["data"]] == [payment["id"]]
     resp = await client.post(f"/v1/payments/{payment['id']}/cancel", headers=headers)
     assert resp.status == 409
+
+
+async def test_expiry_waits_for_the_scanner(write_config, make_client, pool, anvil) -> None:  # type: ignore[no-untyped-def]
+    """Past its window, a payment expires only once the chain is scanned up to a head seen after
+    the window: a transfer mined in time but not read yet (RPC down, catch-up) would otherwise
+    be reported after `payment.expired`."""
+    client = await make_client(write_config())
+    watcher = client.server.app[WATCHERS]["anvil"]
+    await watcher.run_once()
+    (payment_id,) = await _payments(pool, 1)
+    # The window ends after the scanner last caught up.
+    await pool.execute("UPDATE payments SET expires_at = now() WHERE id = $1", payment_id)
+    anvil.rpc("evm_mine")
+    assert await expiry.run_once(pool) == 0
+
+    await watcher.run_once()  # reads the new block: caught up with a head seen after the window
+    assert await expiry.run_once(pool) == 1
+    assert await pool.fetchval("SELECT status FROM payments WHERE id = $1", payment_id) == "expired"
+
+    # With no new block, reaching the reported head again also counts.
+    (idle,) = await _payments(pool, 1)
+    await pool.execute("UPDATE payments SET expires_at = now() WHERE id = $1", idle)
+    assert await expiry.run_once(pool) == 0
+    await watcher.run_once()
+    assert await expiry.run_once(pool) == 1

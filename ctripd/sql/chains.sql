@@ -4,7 +4,10 @@ ON CONFLICT (name) DO UPDATE SET chain_id = EXCLUDED.chain_id
 RETURNING *;
 
 -- name: record_head
-UPDATE chains SET head = $2, head_seen_at = now() WHERE name = $1;
+-- A head the scanner already reached (no new block) means it is caught up as of now.
+UPDATE chains SET head = $2, head_seen_at = now(),
+    caught_up_at = CASE WHEN scanned_block >= $2 THEN now() ELSE caught_up_at END
+WHERE name = $1;
 
 -- name: all_chains
 SELECT * FROM chains ORDER BY name;
@@ -24,8 +27,10 @@ UPDATE chains SET scanned_block = $2, scanned_at = now()
 WHERE name = $1 AND scanned_block IS NULL;
 
 -- name: move_cursor
--- Compare-and-set: a range applies only on top of the cursor it was read from.
-UPDATE chains SET scanned_block = $3, scanned_at = now()
+-- Compare-and-set: a range applies only on top of the cursor it was read from. Reaching the
+-- recorded head means every transfer mined before that head was seen is recorded.
+UPDATE chains SET scanned_block = $3, scanned_at = now(),
+    caught_up_at = CASE WHEN $3 >= head THEN head_seen_at ELSE caught_up_at END
 WHERE name = $1 AND scanned_block = $2;
 
 -- name: block_hash

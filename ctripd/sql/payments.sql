@@ -74,12 +74,14 @@ RETURNING id;
 SELECT status FROM payments WHERE id = $1 AND merchant = $2;
 
 -- name: expire_due
--- Pending payments past their window; SKIP LOCKED so that concurrent runs (several processes)
--- and a watcher crediting one of them never block or expire a payment twice.
+-- Pending payments past their window, once their chain's scanner has caught up with a head seen
+-- after it (no transfer mined in time is still unread); SKIP LOCKED so that concurrent runs
+-- (several processes) and a watcher crediting one of them never block or expire a payment twice.
 UPDATE payments SET status = 'expired', expired_at = now()
 WHERE id IN (
     SELECT id FROM payments
     WHERE status = 'pending' AND expires_at <= now()
+      AND expires_at <= (SELECT c.caught_up_at FROM chains c WHERE c.name = payments.chain)
     ORDER BY expires_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
