@@ -95,6 +95,7 @@ def _pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             max_size=cfg.pool_max,
             init=db._init_connection,
             reset=_no_session_reset,
+            server_settings=db.SERVER_SETTINGS,
         )
         yield
         await app[POOL].close()
