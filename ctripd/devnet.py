@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctripd.errors import CtripdError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_ANVIL = REPO_ROOT / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 TEST_MNEMONIC = "test test test test test test test test test test test junk"
@@ -90,8 +92,31 @@ def start_anvil(
     block_time: float | None = None,
     extra_args: list[str] | None = None,
 ) -> AnvilProcess:
-    """Start Anvil and wait until it answers JSON-RPC."""
-    port = port or free_port()
+    """Start Anvil and wait until it answers JSON-RPC.
+
+    Without a given port, a free one is picked; another process may take it between the pick
+    and Anvil's bind (Anvil then exits at once), so a few fresh ports are tried.
+    """
+    for _ in range(2):
+        try:
+            return _start_anvil(port or free_port(), mnemonic, chain_id, block_time, extra_args)
+        except AnvilExitedError:
+            if port is not None:
+                raise
+    return _start_anvil(port or free_port(), mnemonic, chain_id, block_time, extra_args)
+
+
+class AnvilExitedError(CtripdError):
+    """Anvil exited before answering (e.g. its port was taken)."""
+
+
+def _start_anvil(
+    port: int,
+    mnemonic: str,
+    chain_id: int,
+    block_time: float | None,
+    extra_args: list[str] | None,
+) -> AnvilProcess:
     args = [
         anvil_binary(),
         "--port",
@@ -112,11 +137,11 @@ def start_anvil(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"anvil exited with code {proc.returncode}")
+            raise AnvilExitedError(f"anvil exited with code {proc.returncode} (port {port})")
         try:
             anvil.rpc("eth_chainId")
             return anvil
         except OSError:
             time.sleep(0.05)
     anvil.stop()
-    raise RuntimeError("anvil did not answer within 20 s")
+    raise CtripdError("anvil did not answer within 20 s")
