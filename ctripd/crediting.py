@@ -20,11 +20,10 @@ from asyncpg.pool import PoolConnectionProxy
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import queries
 from ctripd.events import record_event
-from ctripd.payments import render_payment, render_transfer, same_asset, stored_asset
+from ctripd.payments import load_payments, render_transfer, same_asset, stored_asset
 from ctripd.scanner import Transfer
 
 Q = queries("crediting")
-PQ = queries("payments")
 # A string: PoolConnectionProxy is not subscriptable at run time.
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
 log = structlog.get_logger(__name__)
@@ -259,29 +258,11 @@ async def _settle(
         await conn.execute(Q["update_payments"], *[list(c) for c in zip(*changed, strict=True)])
     # Each event carries the payment as it is now, so they are written after the updates; the
     # payments with events in this step are loaded together, once.
-    loaded = await _payment_objects(conn, sorted({payment_id for _, payment_id, _ in events}))
+    loaded = await load_payments(conn, sorted({payment_id for _, payment_id, _ in events}))
     for event_type, payment_id, transfer in events:
         await record_event(
             _raw(conn), event_type, payment_id, transfer=transfer, payment=loaded.get(payment_id)
         )
-
-
-async def _payment_objects(conn: Conn, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The payment objects of `ids` as `load_payment` renders each one, read in three queries in
-    all rather than three per payment (which were half of a catch-up step's round trips)."""
-    if not ids:
-        return {}
-    rows = await conn.fetch(Q["payments_by_ids"], ids)
-    transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for t in await conn.fetch(PQ["transfers_of_payments"], ids):
-        transfers[t["payment_id"]].append(t)
-    sweeps = {s["payment_id"]: s for s in await conn.fetch(PQ["sweeps_of_payments"], ids)}
-    objects = {}
-    for row in rows:
-        rendered = render_payment(row, transfers[row["id"]], sweeps.get(row["id"]))
-        rendered["merchant"] = row["merchant"]
-        objects[row["id"]] = rendered
-    return objects
 
 
 def _completed_at(

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -56,18 +55,8 @@ async def list_all_payments(
 ) -> list[dict[str, Any]]:
     """Payment objects of every merchant (or one), newest first, each with its `merchant`."""
     rows = await pool.fetch(Q["list_payments"], merchant, status, chain, order_id, limit)
-    ids = [r["id"] for r in rows]
-    transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for t in await pool.fetch(payments.Q["transfers_of_payments"], ids):
-        transfers[t["payment_id"]].append(t)
-    sweeps = {s["payment_id"]: s for s in await pool.fetch(payments.Q["sweeps_of_payments"], ids)}
-    return [
-        {
-            **payments.render_payment(r, transfers[r["id"]], sweeps.get(r["id"])),
-            "merchant": r["merchant"],
-        }
-        for r in rows
-    ]
+    rendered = await payments.render_rows(pool, rows)
+    return [{**p, "merchant": r["merchant"]} for r, p in zip(rows, rendered, strict=True)]
 
 
 # --- output -------------------------------------------------------------------------------------

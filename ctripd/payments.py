@@ -149,6 +149,28 @@ async def load_payment(
     return rendered
 
 
+async def render_rows(conn: Any, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """The payment objects of payment rows (with their chain's `head`), in their order; the
+    transfers and sweeps of all of them are read in two queries."""
+    ids = [r["id"] for r in rows]
+    transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    sweeps: dict[str, asyncpg.Record] = {}
+    if ids:
+        for t in await conn.fetch(Q["transfers_of_payments"], ids):
+            transfers[t["payment_id"]].append(t)
+        sweeps = {s["payment_id"]: s for s in await conn.fetch(Q["sweeps_of_payments"], ids)}
+    return [render_payment(r, transfers[r["id"]], sweeps.get(r["id"])) for r in rows]
+
+
+async def load_payments(conn: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """`load_payment` for several payments at once (three queries in all), by id."""
+    if not ids:
+        return {}
+    rows = await conn.fetch(Q["payments_by_ids"], ids)
+    rendered = await render_rows(conn, rows)
+    return {r["id"]: {**p, "merchant": r["merchant"]} for r, p in zip(rows, rendered, strict=True)}
+
+
 @dataclass(frozen=True, slots=True)
 class NewPayment:
     """A validated create request (amount in base units, metadata already as compact JSON)."""
@@ -283,14 +305,7 @@ async def list_payments(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    ids = [r["id"] for r in rows]
-    transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    sweeps: dict[str, asyncpg.Record] = {}
-    if ids:
-        for t in await conn.fetch(Q["transfers_of_payments"], ids):
-            transfers[t["payment_id"]].append(t)
-        sweeps = {s["payment_id"]: s for s in await conn.fetch(Q["sweeps_of_payments"], ids)}
-    page = [render_payment(r, transfers[r["id"]], sweeps.get(r["id"])) for r in rows]
+    page = await render_rows(conn, rows)
     last = rows[-1] if rows else None
     return page, Position(last["created_at"], last["id"]) if more and last else None
 

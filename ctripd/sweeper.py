@@ -527,9 +527,7 @@ class Sweeper:
     async def _defer(self, group: _Group, seconds: float) -> None:
         """Plan the group's payments again after `seconds`; the others keep their turn."""
         not_before = self.clock() + timedelta(seconds=seconds)
-        async with self.pool.acquire() as conn, conn.transaction():
-            for payment_id, _ in group.covered:
-                await conn.execute(Q["defer_sweep"], payment_id, not_before)
+        await self.pool.execute(Q["defer_sweep"], [p["id"] for p in group.payments], not_before)
 
     async def _mark_dust(self, group: _Group, balance: int) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -64,12 +64,6 @@ FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::text[], $5::boolean[],
      AS u (id, received, confirmed, status, paid_late, detected_at, confirmed_at)
 WHERE p.id = u.id;
 
--- name: payments_by_ids
--- As payments.sql's payment_by_id (the payment object's row), for several payments at once.
-SELECT p.*, c.head
-FROM payments p LEFT JOIN chains c ON c.name = p.chain
-WHERE p.id = ANY($1::text[]);
-
 -- name: live_payments_after
 SELECT DISTINCT payment_id FROM transfers
 WHERE chain = $1 AND block_number > $2 AND status = 'live';

@@ -3,6 +3,12 @@ SELECT p.*, c.head
 FROM payments p LEFT JOIN chains c ON c.name = p.chain
 WHERE p.id = $1;
 
+-- name: payments_by_ids
+-- As payment_by_id, for several payments at once.
+SELECT p.*, c.head
+FROM payments p LEFT JOIN chains c ON c.name = p.chain
+WHERE p.id = ANY($1::text[]);
+
 -- name: transfers_of_payment
 SELECT tx_hash, kind, log_index, block_number, block_hash, from_address, token_address,
        asset, decimals, amount, status, created_at

@@ -35,8 +35,8 @@ LIMIT $3;
 UPDATE payments SET sweep_covered = GREATEST(sweep_covered, $2) WHERE id = $1;
 
 -- name: defer_sweep
--- Plan this payment's sweep again no sooner than $2.
-UPDATE payments SET sweep_not_before = $2 WHERE id = $1;
+-- Plan these payments' sweeps again no sooner than $2.
+UPDATE payments SET sweep_not_before = $2 WHERE id = ANY($1::text[]);
 
 -- name: max_nonce
 SELECT max(nonce) FROM sweeps WHERE chain = $1 AND from_address = $2;
