@@ -8,11 +8,22 @@ PYTEST_WORKERS ?= 2
 
 export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
-.PHONY: install dev test lint typecheck pytest browser tokens bench faults clean
+.PHONY: install devtools dev test lint typecheck pytest browser tokens bench faults clean
 
-install: $(VENV)/.installed $(TOOLS)/node_modules/.installed
+# Production: the package and its runtime dependencies only (no dev extras, no npm, no Anvil).
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet .
+	rm -f $(VENV)/.installed-dev
+	touch $@
+
+# Development: the package editable with the dev extras, and Anvil from npm.
+devtools: $(VENV)/.installed-dev $(TOOLS)/node_modules/.installed
+
+$(VENV)/.installed-dev: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -23,17 +34,19 @@ $(TOOLS)/node_modules/.installed: $(TOOLS)/package.json $(TOOLS)/package-lock.js
 	test -x $(ANVIL)
 	touch $@
 
-dev: install
+dev: devtools
 	$(BIN)/ctripd dev
 
-lint: install
+# ruff, and the layering of the package (import-linter contracts in pyproject.toml).
+lint: devtools
 	$(BIN)/ruff check ctripd tests bench
 	$(BIN)/ruff format --check ctripd tests bench
+	$(BIN)/lint-imports
 
-typecheck: install
+typecheck: devtools
 	$(BIN)/mypy
 
-pytest: install browser
+pytest: devtools browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The checkout page's browser tests drive Debian's chromium: installed here as root with apt-get;
@@ -52,14 +65,14 @@ test: lint typecheck pytest
 # The fault suite (tests/faults) at full size; `make test` runs its short version. Figures go to
 # test-artifacts/faults-*.json.
 faults: export CTRIPD_FAULTS_FULL := 1
-faults: install browser
+faults: devtools browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests/faults
 
-# Rebuild the committed ERC-20 test token artifacts from tests/contracts/*.sol.
-tokens: install
-	cd tests/contracts && ../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol Forwarder.sol
+# Rebuild the committed dev/test contract artifacts from ctripd/dev/contracts/*.sol.
+tokens: devtools
+	cd ctripd/dev/contracts && ../../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol Forwarder.sol
 
-bench: install
+bench: devtools
 	$(BIN)/python -m bench.create_payments
 	$(BIN)/python -m bench.scan
 	$(BIN)/python -m bench.webhooks

@@ -35,8 +35,9 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from ctripd import apikeys, db
-from ctripd.devnet import TEST_MNEMONIC, free_port, start_anvil
+from ctripd import db
+from ctripd.dev.devnet import TEST_MNEMONIC, free_port, start_anvil
+from ctripd.http import auth as apikeys
 
 TARGET_PAYMENTS_PER_S = 1000
 TARGET_DERIVATIONS_PER_S = 10_000
@@ -267,7 +268,7 @@ def derivation(count: int, reference_count: int) -> tuple[float, float]:
     """Addresses per second: ours (cached m/44'/60'/0'/0, public derivation) and eth-account."""
     from eth_account import Account
 
-    from ctripd.wallet import Wallet
+    from ctripd.chain.wallet import Wallet
 
     wallet = Wallet.from_mnemonic(TEST_MNEMONIC)
     ours_rate = 0.0

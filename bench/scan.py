@@ -43,13 +43,14 @@ import psutil
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bench.create_payments import postgres
-from ctripd import db, devtokens
-from ctripd.chainwatch import ChainWatcher
+from ctripd import db
+from ctripd.chain.rpc import RpcClient
 from ctripd.config import ChainConfig, NativeAsset, PaymentsConfig, Token
-from ctripd.devnet import start_anvil
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import start_anvil
+from ctripd.jobs.chainwatch import ChainWatcher
+from ctripd.jobs.tasks import TaskSet
 from ctripd.log import configure_logging
-from ctripd.rpc import RpcClient
-from ctripd.tasks import TaskSet
 
 TARGET_RATIO = 0.8
 TARGET_RSS_MB = 400

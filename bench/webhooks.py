@@ -36,12 +36,12 @@ from aiohttp import web
 from bench.create_payments import postgres
 from ctripd import db
 from ctripd.config import Config, load_config
-from ctripd.devnet import TEST_MNEMONIC, free_port
-from ctripd.events import record_event
+from ctripd.dev.devnet import TEST_MNEMONIC, free_port
+from ctripd.jobs.signing import generate_secret
+from ctripd.jobs.webhooks import WebhookWorker
+from ctripd.ledger.events import record_event
+from ctripd.ledger.objects import load_payment
 from ctripd.log import configure_logging
-from ctripd.payments import load_payment
-from ctripd.signing import generate_secret
-from ctripd.webhooks import WebhookWorker
 
 TARGET_DELIVERIES_PER_S = 500
 TARGET_FRESH_DELAY_S = 1.0

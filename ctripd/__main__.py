@@ -1,5 +1,5 @@
 import sys
 
-from ctripd.cli import main
+from ctripd.cli.main import main
 
 sys.exit(main())

@@ -7,6 +7,7 @@ so an operator can fix it without reading a traceback.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import stat
 import tomllib
@@ -348,8 +349,6 @@ def _build(cls: type, raw: Mapping[str, Any], file: str, prefix: str, skip: set[
 
 
 def _unknown(key: str, known: Mapping[str, Any]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown key{hint}"

@@ -1,40 +1,53 @@
 """Postgres access: the pool, the embedded server, migrations and the named SQL blocks.
 
-Queries live in `ctripd/sql/*.sql` as blocks headed `-- name: <name>`, loaded once.
-asyncpg errors are translated to `ctripd.errors` here, at one boundary.
+Queries live in `ctripd/sql/*.sql` as blocks headed `-- name: <name>`, loaded once; migrations in
+`ctripd/migrations/`. Both ship inside the package and are read with `importlib.resources`, so an
+installed wheel migrates from any directory. A database that cannot be reached is a
+`DatabaseError` from here; the API (`http.problems`) and the CLI (`cli.main`) answer it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.resources
 import json
 import re
 import subprocess
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
 import structlog
+from yoyo import get_backend, read_migrations
 
-from ctripd.errors import ConflictError, DatabaseError
+from ctripd.config import Config
+from ctripd.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
 
-SQL_DIR = Path(__file__).parent / "sql"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_PACKAGE = importlib.resources.files("ctripd")
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
-Pool = asyncpg.Pool
-Connection = asyncpg.Connection
+# What query functions take as "the connection": a bare one or one acquired from the pool (a
+# string: PoolConnectionProxy is not subscriptable at run time).
+Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
+
+
+class NoMigrationsError(DatabaseError):
+    """The package holds no migrations: a broken install, never "nothing to do"."""
 
 
 @functools.cache
 def queries(module: str) -> Mapping[str, str]:
     """Named SQL blocks of `ctripd/sql/<module>.sql`."""
-    text = (SQL_DIR / f"{module}.sql").read_text()
+    text = _PACKAGE.joinpath("sql", f"{module}.sql").read_text()
     parts = _NAME.split(text)
     blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
     if not blocks:
@@ -68,6 +81,13 @@ def embedded_dsn(state_dir: Path) -> str:
     return uri
 
 
+def database_dsn(config: Config) -> str:
+    """The configured DSN, or the embedded Postgres under the state directory."""
+    if config.database.dsn:
+        return config.database.dsn
+    return embedded_dsn(config.state_dir)
+
+
 def yoyo_url(dsn: str) -> str:
     """yoyo speaks psycopg 3 through the `postgresql+psycopg` scheme."""
     parsed = urlparse(dsn)
@@ -75,32 +95,42 @@ def yoyo_url(dsn: str) -> str:
     return parsed._replace(scheme=scheme).geturl()
 
 
+@contextlib.contextmanager
+def migrations_dir() -> Iterator[Path]:
+    """The package's migrations as a directory yoyo can read; refuses to find none."""
+    with importlib.resources.as_file(_PACKAGE.joinpath("migrations")) as path:
+        if not path.is_dir() or not any(path.glob("*.sql")):
+            raise NoMigrationsError(f"no migrations in {path}: the ctripd install is incomplete")
+        yield path
+
+
 def migrate(dsn: str, rollback_all: bool = False) -> list[str]:
     """Apply pending migrations (or roll them all back); returns the ids that changed."""
-    from yoyo import get_backend, read_migrations
-
-    backend = get_backend(yoyo_url(dsn))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock():
-        if rollback_all:
-            todo = backend.to_rollback(migrations)
-            backend.rollback_migrations(todo)
-        else:
-            todo = backend.to_apply(migrations)
-            backend.apply_migrations(todo)
-    backend.connection.close()
+    with migrations_dir() as path:
+        migrations = read_migrations(str(path))
+        backend = get_backend(yoyo_url(dsn))
+        try:
+            with backend.lock():
+                if rollback_all:
+                    todo = backend.to_rollback(migrations)
+                    backend.rollback_migrations(todo)
+                else:
+                    todo = backend.to_apply(migrations)
+                    backend.apply_migrations(todo)
+        finally:
+            backend.connection.close()
     return [m.id for m in todo]
 
 
 def pending_migrations(dsn: str) -> list[str]:
     """Ids of the migrations not applied yet, in the order they would be."""
-    from yoyo import get_backend, read_migrations
-
-    backend = get_backend(yoyo_url(dsn))
-    try:
-        return [m.id for m in backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))]
-    finally:
-        backend.connection.close()
+    with migrations_dir() as path:
+        migrations = read_migrations(str(path))
+        backend = get_backend(yoyo_url(dsn))
+        try:
+            return [m.id for m in backend.to_apply(migrations)]
+        finally:
+            backend.connection.close()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -109,7 +139,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the daemon's codecs, for commands that do a little work and exit."""
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     await _init_connection(conn)
     return conn
 
@@ -125,30 +158,27 @@ SERVER_SETTINGS = {
 }
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """A pool with the daemon's codecs and keepalives; `reset` replaces asyncpg's reset query
+    on release, for users that leave no session state."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=reset,
             server_settings=SERVER_SETTINGS,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
     assert pool is not None
     return pool
-
-
-@contextlib.asynccontextmanager
-async def translate_errors() -> AsyncIterator[None]:
-    """Map asyncpg failures to ctripd's exception tree."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        raise ConflictError(str(exc)) from exc
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-        raise DatabaseError(str(exc)) from exc
 
 
 def dsn_summary(dsn: str) -> str:

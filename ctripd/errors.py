@@ -11,9 +11,5 @@ class DatabaseError(CtripdError):
     """The database could not be reached or refused a statement."""
 
 
-class ConflictError(DatabaseError):
-    """A uniqueness constraint refused a write that another writer got to first."""
-
-
 class NotFoundError(CtripdError):
     """The row asked for does not exist (or is not visible to the caller)."""

@@ -15,9 +15,14 @@ import asyncpg
 import pytest
 
 from ctripd import db
-from ctripd.devnet import AnvilProcess, start_anvil
+from ctripd.dev.devnet import AnvilProcess, start_anvil
 
 TESTS_DIR = Path(__file__).parent
+# The npm-installed Anvil (`make test` exports it too), for a plain `pytest` run in a checkout.
+os.environ.setdefault(
+    "CTRIPD_ANVIL",
+    str(TESTS_DIR.parent / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
+)
 
 
 def _with_db(dsn: str, name: str) -> str:
@@ -115,7 +120,7 @@ def write_config(tmp_path: Path, db_dsn: str, anvil: AnvilProcess):  # type: ign
     import yaml
 
     from ctripd.config import load_config
-    from ctripd.devnet import TEST_MNEMONIC
+    from ctripd.dev.devnet import TEST_MNEMONIC
 
     def make(
         toml: dict[str, dict[str, object]] | None = None,
@@ -169,7 +174,7 @@ async def make_client():  # type: ignore[no-untyped-def]
     """Start the app (no background scheduler) on a test server; returns a TestClient."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from ctripd.app import AppOptions, create_app
+    from ctripd.http.app import AppOptions, create_app
 
     clients: list[TestClient] = []
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ctripd import apikeys
+from ctripd.http import auth as apikeys
 
 GOOD: dict[str, Any] = {"chain": "anvil", "asset": "ETH", "amount": "1.5"}
 MAX_BODY = 8192  # [server] max_body_bytes in these tests

@@ -9,7 +9,8 @@ import json
 import asyncpg
 import pytest
 
-from ctripd import apikeys, cli
+from ctripd.cli import main as cli
+from ctripd.http import auth as apikeys
 
 PAYMENT = {"chain": "anvil", "asset": "ETH", "amount": "1"}
 

@@ -9,12 +9,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from ctripd import apikeys, devtokens
-from ctripd.devnet import TEST_MNEMONIC
-from ctripd.devpay import dev_pay
+from ctripd.chain.wallet import Wallet
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import TEST_MNEMONIC
+from ctripd.dev.pay import dev_pay
 from ctripd.errors import CtripdError
-from ctripd.events import record_event
-from ctripd.wallet import Wallet
+from ctripd.http import auth as apikeys
+from ctripd.ledger.events import record_event
 
 ACCOUNT_0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 WALLET = Wallet.from_mnemonic(TEST_MNEMONIC)

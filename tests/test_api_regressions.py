@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ctripd import apikeys
+from ctripd.http import auth as apikeys
 
 GOOD: dict[str, Any] = {"chain": "anvil", "asset": "ETH", "amount": "1.5"}
 

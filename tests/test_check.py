@@ -10,7 +10,7 @@ from pathlib import Path
 from yoyo import get_backend, read_migrations
 
 from ctripd import db
-from ctripd.devnet import AnvilProcess
+from ctripd.dev.devnet import AnvilProcess
 
 TREASURY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
@@ -35,9 +35,9 @@ def check(path: Path) -> subprocess.CompletedProcess[str]:
 
 def roll_back_last(dsn: str) -> str:
     backend = get_backend(db.yoyo_url(dsn))
-    migrations = read_migrations(str(db.MIGRATIONS_DIR))
-    last = migrations[-1]
-    with backend.lock():
+    with db.migrations_dir() as path, backend.lock():
+        migrations = read_migrations(str(path))
+        last = migrations[-1]
         backend.rollback_migrations(migrations.filter(lambda m: m.id == last.id))
     backend.connection.close()
     return str(last.id)

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from test_scanner_support import ETH, TREASURY, chain_entry, mine, send_native
 
-from ctripd import expiry
-from ctripd.apikeys import create_key
-from ctripd.app import WATCHERS
-from ctripd.chainwatch import ChainWatcher
+from ctripd.http.keys import WATCHERS
+from ctripd.http.auth import create_key
+from ctripd.jobs.chainwatch import ChainWatcher
+from ctripd.ledger import expiry
 
 STATUS_FIELDS = {
     "id",

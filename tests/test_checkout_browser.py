@@ -19,7 +19,7 @@ import pytest
 from test_checkout import Shop, open_shop
 from test_scanner_support import ETH, mine, send_native
 
-from ctripd import expiry
+from ctripd.ledger import expiry
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="Playwright is not installed: pip install -e '.[dev]'"

@@ -294,7 +294,7 @@ def test_values_at_the_bounds_load(files, toml: str, chain_overrides: dict[str, 
 
 def test_gas_wallet_stays_below_the_deposit_addresses() -> None:
     """The bound follows the sequence deposit address indexes are drawn from."""
-    schema = (ROOT / "migrations" / "0001.initial-schema.sql").read_text()
+    schema = (ROOT / "ctripd" / "migrations" / "0001.initial-schema.sql").read_text()
     assert f"address_index_seq START WITH {FIRST_DEPOSIT_INDEX} " in schema
 
 

@@ -19,8 +19,8 @@ from test_scanner_support import (
     transfers,
 )
 
-from ctripd.crediting import Policy, decide, due_minimum
-from ctripd.payments import load_payment
+from ctripd.ledger.crediting import Policy, decide, due_minimum
+from ctripd.ledger.objects import load_payment
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

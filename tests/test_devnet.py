@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from ctripd import devnet
+from ctripd.dev import devnet
 
 
 def test_a_taken_port_is_one_clear_error_or_retried(monkeypatch: pytest.MonkeyPatch) -> None:

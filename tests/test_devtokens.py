@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
-from ctripd import devtokens
-from ctripd.devnet import AnvilProcess
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess
 
 DEPLOYER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # Anvil account 0
 ALICE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # Anvil account 1

@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 from test_webhooks import Received, Receiver, event_ids, new_payment, write_secret
 
-from ctripd.apikeys import create_key
-from ctripd.cli import main
-from ctripd.webhooks import WEBHOOKS, WebhookWorker
+from ctripd.cli.main import main
+from ctripd.http.auth import create_key
+from ctripd.http.keys import WEBHOOKS
+from ctripd.jobs.webhooks import WebhookWorker
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ import asyncio
 
 import asyncpg
 
-from ctripd import apikeys, db, expiry, payments
-from ctripd.app import WATCHERS
-from ctripd.devnet import TEST_MNEMONIC
-from ctripd.wallet import Wallet
+from ctripd import db
+from ctripd.chain.wallet import Wallet
+from ctripd.dev.devnet import TEST_MNEMONIC
+from ctripd.http import auth as apikeys
+from ctripd.http.keys import WATCHERS
+from ctripd.ledger import expiry, payments
 
 WALLET = Wallet.from_mnemonic(TEST_MNEMONIC)
 

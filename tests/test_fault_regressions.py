@@ -40,10 +40,10 @@ from test_scanner_support import (
 )
 from test_sweeper import make_rig
 
-from ctripd import devtokens
-from ctripd.app import RPC
-from ctripd.devnet import AnvilProcess, free_port, start_anvil
-from ctripd.rpc import RpcClient, RpcUnavailableError
+from ctripd.chain.rpc import RpcClient, RpcUnavailableError
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.http.keys import RPC
 
 
 class BadBackend:

@@ -22,10 +22,10 @@ from test_scanner_support import (
     transfers,
 )
 
-from ctripd import apikeys
-from ctripd.app import WATCHERS
-from ctripd.devnet import AnvilProcess, start_anvil
-from ctripd.rpc import RpcUnavailableError
+from ctripd.chain.rpc import RpcUnavailableError
+from ctripd.dev.devnet import AnvilProcess, start_anvil
+from ctripd.http import auth as apikeys
+from ctripd.http.keys import WATCHERS
 
 
 @pytest.fixture(scope="module")

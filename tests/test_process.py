@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
-from ctripd.devnet import free_port
+from ctripd.dev.devnet import free_port
 
 
 def wait_ready(url: str, proc: subprocess.Popen[str], seconds: float = 60) -> dict[str, object]:

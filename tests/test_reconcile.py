@@ -11,11 +11,12 @@ import asyncpg
 import pytest
 from test_sweeper import ETH, FUNDER, WALLET, Rig, make_rig
 
-from ctripd import cli, devtokens
+from ctripd.cli import main as cli
 from ctripd.config import Config
-from ctripd.devnet import AnvilProcess
-from ctripd.reconcile import reconcile
-from ctripd.sweeper import InjectedCrash, Step
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess
+from ctripd.jobs.sweeper import InjectedCrash, Step
+from ctripd.ledger.reconcile import reconcile
 
 
 async def run_cli(rig: Rig, *args: str) -> int:
@@ -146,4 +147,4 @@ async def test_unknown_chain_is_refused(
 ) -> None:
     async with make_rig(write_config, pool, anvil) as rig:
         assert await run_cli(rig, "--chain", "nope") == 1
-        assert "no chain 'nope'" in capsys.readouterr().err
+        assert "unknown chain 'nope'" in capsys.readouterr().err

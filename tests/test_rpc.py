@@ -27,16 +27,16 @@ from test_scanner_support import (
     send_native,
 )
 
-from ctripd import devtokens
-from ctripd.devnet import free_port
-from ctripd.retry_after import parse_retry_after
-from ctripd.rpc import (
+from ctripd.chain.evm import TRANSFER_TOPIC
+from ctripd.chain.rpc import (
     RpcClient,
     RpcNodeError,
     RpcUnavailableError,
     display_url,
 )
-from ctripd.scanner import TRANSFER_TOPIC
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import free_port
+from ctripd.retry_after import parse_retry_after
 
 
 class Refusal(NamedTuple):

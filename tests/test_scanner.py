@@ -21,7 +21,7 @@ from test_scanner_support import (
     wait_mined,
 )
 
-from ctripd import devtokens
+from ctripd.dev import tokens as devtokens
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import asyncpg
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from ctripd.chainwatch import ChainWatcher
+from ctripd.chain.rpc import RpcClient
 from ctripd.config import Config
-from ctripd.devnet import AnvilProcess
-from ctripd.rpc import RpcClient
+from ctripd.dev.devnet import AnvilProcess
+from ctripd.jobs.chainwatch import ChainWatcher
 
 # Anvil's account 0 of the test mnemonic (public, well-known test key).
 SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"

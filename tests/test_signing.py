@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from ctripd.config import ConfigError
-from ctripd.signing import Signer, generate_secret, parse_secret
+from ctripd.jobs.signing import Signer, generate_secret, parse_secret
 
 # The example of the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -21,14 +21,15 @@ import pytest
 import structlog
 from web3 import Web3
 
-from ctripd import db, devtokens
+from ctripd import db
+from ctripd.chain.rpc import RpcClient
+from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
-from ctripd.devnet import TEST_MNEMONIC, AnvilProcess, start_anvil
-from ctripd.payments import load_payment
-from ctripd.reconcile import reconcile
-from ctripd.rpc import RpcClient
-from ctripd.sweeper import FEE_WAIT, InjectedCrash, Step, Sweeper, make_sweepers
-from ctripd.wallet import Wallet
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import TEST_MNEMONIC, AnvilProcess, start_anvil
+from ctripd.jobs.sweeper import FEE_WAIT, InjectedCrash, Step, Sweeper, make_sweepers
+from ctripd.ledger.objects import load_payment
+from ctripd.ledger.reconcile import reconcile
 
 FUNDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # Anvil account 0 = gas wallet (index 0)
 TREASURY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # Anvil account 1

@@ -22,9 +22,11 @@ from test_scanner_support import (
 )
 from yoyo import get_backend, read_migrations
 
-from ctripd import apikeys, db, devtokens
-from ctripd.crediting import Policy, credit_range
-from ctripd.scanner import Transfer
+from ctripd import db
+from ctripd.chain.scanner import Transfer
+from ctripd.dev import tokens as devtokens
+from ctripd.http import auth as apikeys
+from ctripd.ledger.crediting import Policy, credit_range
 
 MIGRATION = "0006.transfer-asset"
 
@@ -145,8 +147,8 @@ async def test_transfers_in_other_assets_show_their_own(  # type: ignore[no-unty
 async def _roll_back_migration(dsn: str) -> None:
     def run() -> None:
         backend = get_backend(db.yoyo_url(dsn))
-        migrations = read_migrations(str(db.MIGRATIONS_DIR))
-        with backend.lock():
+        with db.migrations_dir() as path, backend.lock():
+            migrations = read_migrations(str(path))
             backend.rollback_migrations(migrations.filter(lambda m: m.id == MIGRATION))
         backend.connection.close()
 

@@ -10,10 +10,11 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from ctripd import apikeys, cli
+from ctripd.chain.wallet import HARDENED, XPUB_VERSION, Wallet, WalletError, _ckd_priv, from_config
+from ctripd.cli import main as cli
 from ctripd.config import ConfigError
-from ctripd.devnet import TEST_MNEMONIC
-from ctripd.wallet import HARDENED, XPUB_VERSION, Wallet, WalletError, _ckd_priv, from_config
+from ctripd.dev.devnet import TEST_MNEMONIC
+from ctripd.http import auth as apikeys
 
 # Anvil's account 0 private key for the test mnemonic, published in Foundry's docs.
 ANVIL_KEY_0 = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -65,7 +66,7 @@ def test_account_level_xpub_is_accepted(wallet: Wallet) -> None:
     for index in (44 | HARDENED, 60 | HARDENED, 0 | HARDENED):
         parent = key
         key, chain_code = _ckd_priv(key, chain_code, index)
-    from ctripd.wallet import _hash160
+    from ctripd.chain.wallet import _hash160
 
     raw = (
         XPUB_VERSION

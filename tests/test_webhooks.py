@@ -28,10 +28,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from structlog.testing import capture_logs
 
 from ctripd.config import Config, ConfigError
-from ctripd.events import record_event
-from ctripd.events_api import redeliver
-from ctripd.signing import Signer, generate_secret
-from ctripd.webhooks import WEBHOOKS, WebhookWorker, parse_retry_after, retry_delay
+from ctripd.ledger.events import redeliver
+from ctripd.jobs.signing import Signer, generate_secret
+from ctripd.http.keys import WEBHOOKS
+from ctripd.jobs.webhooks import WebhookWorker, retry_delay
+from ctripd.retry_after import parse_retry_after
+from ctripd.ledger.events import record_event
 
 SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 

@@ -65,34 +65,3 @@ WITH ended AS (
       AND e.status = 'pending' AND e.attempts = 0 AND e.held <> s.retrying
 )
 SELECT id FROM settled;
-
--- name: list_events
--- Newest first; $1 merchant (NULL: all, for the operator's CLI), $4 cursor = last seq seen.
-SELECT seq, id, payment_id, merchant, type, status, attempts, held, created_at,
-       next_attempt_at, delivered_at, last_error, payload::text AS payload
-FROM events
-WHERE ($1::text IS NULL OR merchant = $1)
-  AND ($2::text IS NULL OR payment_id = $2)
-  AND ($3::text IS NULL OR status = $3)
-  AND ($4::bigint IS NULL OR seq < $4)
-ORDER BY seq DESC
-LIMIT $5;
-
--- name: attempts_of_events
-SELECT event_id, attempted_at, url, http_status, latency_ms, error, response_body
-FROM delivery_attempts
-WHERE event_id = ANY($1::text[])
-ORDER BY event_id, attempted_at, id;
-
--- name: event_by_id
-SELECT seq, id, payment_id, merchant, type, status, attempts, held, created_at,
-       next_attempt_at, delivered_at, last_error, payload::text AS payload
-FROM events
-WHERE id = $1 AND ($2::text IS NULL OR merchant = $2);
-
--- name: redeliver_event
--- Re-queue a delivered or failed event with a fresh retry schedule; its attempt log stays.
-UPDATE events
-SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
-WHERE id = $1 AND ($2::text IS NULL OR merchant = $2) AND status IN ('delivered', 'failed')
-RETURNING id;

@@ -35,15 +35,14 @@ from eth_account import Account
 from mnemonic import Mnemonic
 from standardwebhooks import Webhook
 
-from ctripd import apikeys
-from ctripd.devnet import free_port
-from ctripd.sweeper import transfer_data
-from ctripd.wallet import Wallet
+from ctripd.chain.evm import TRANSFER_TOPIC, transfer_data
+from ctripd.chain.wallet import Wallet
+from ctripd.dev.devnet import free_port
+from ctripd.http import auth as apikeys
 
 FULL = os.environ.get("CTRIPD_FAULTS_FULL") == "1"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 # Anvil's unlocked accounts 2..5 of the test mnemonic pay; account 0 deploys and mints.
 PAYERS = [
     "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
@@ -638,7 +637,7 @@ async def open_world(
 
 async def deploy_usdt(node: Node) -> str:
     """A USDT-like token (no return value from transfer), minted to the payers."""
-    from ctripd import devtokens
+    from ctripd.dev import tokens as devtokens
 
     token = await asyncio.to_thread(devtokens.deploy_token, node.url, "usdt", DEPLOYER)
     await fund_payers(node, PAYERS, [token], 10**15)
@@ -748,7 +747,7 @@ def _decimal(units: int, decimals: int) -> str:
 
 async def fund_payers(node: Node, payers: list[str], tokens: Iterable[str], amount: int) -> None:
     """Mint test tokens to each payer (they hold Anvil's 10,000 ETH already)."""
-    from ctripd import devtokens
+    from ctripd.dev import tokens as devtokens
 
     for token in tokens:
         for payer in payers:

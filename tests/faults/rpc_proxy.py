@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from ctripd.devnet import free_port
+from ctripd.dev.devnet import free_port
 
 KINDS = (
     "timeout",

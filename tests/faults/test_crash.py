@@ -41,7 +41,7 @@ from harness import (
     settle,
 )
 
-from ctripd.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
 
 KILLS = 24 if FULL else 4
 # How long a kill waits for its moment before it kills anyway (counted as "timeout").

@@ -32,9 +32,10 @@ import aiohttp
 from aiohttp import web
 from harness import FULL, Daemon, report, seeded
 
-from ctripd import apikeys, devtokens
-from ctripd.devnet import AnvilProcess, free_port
-from ctripd.signing import generate_secret
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess, free_port
+from ctripd.http import auth as apikeys
+from ctripd.jobs.signing import generate_secret
 
 # Examples per operation and phase; the stateful phase adds its own scenarios on top.
 MAX_EXAMPLES = 300 if FULL else 6

@@ -29,8 +29,9 @@ from typing import Any
 import aiohttp
 from harness import FULL, Daemon, report, seeded
 
-from ctripd import apikeys, devtokens
-from ctripd.devnet import AnvilProcess, free_port
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess, free_port
+from ctripd.http import auth as apikeys
 
 CLIENTS = 200 if FULL else 50
 SECONDS = 60 if FULL else 5

@@ -40,7 +40,7 @@ from harness import (
     settle,
 )
 
-from ctripd.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
 
 INSTANCES = 3
 TAKEOVERS = 6 if FULL else 2

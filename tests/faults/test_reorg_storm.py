@@ -52,8 +52,8 @@ from harness import (
     settle,
 )
 
-from ctripd import devtokens
-from ctripd.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.dev import tokens as devtokens
+from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
 
 SECONDS = 60 if FULL else 12
 CONFIRMATIONS = 3

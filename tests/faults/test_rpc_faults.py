@@ -48,7 +48,7 @@ from harness import (
 )
 from rpc_proxy import KINDS, RpcProxy
 
-from ctripd.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
 
 MIN_SECONDS = 60 if FULL else 8
 MAX_SECONDS = 240 if FULL else 60

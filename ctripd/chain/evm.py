@@ -1,0 +1,25 @@
+"""The few pieces of the ERC-20 ABI ctripd speaks: call data it sends, the event it reads."""
+
+from __future__ import annotations
+
+# keccak("Transfer(address,address,uint256)")
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+TRANSFER_SELECTOR = "a9059cbb"
+BALANCE_OF_SELECTOR = "70a08231"
+
+
+def _word(value: int | str) -> str:
+    """One 32-byte ABI word: an address left-padded, or an unsigned integer."""
+    if isinstance(value, str):
+        return value.lower().removeprefix("0x").rjust(64, "0")
+    return f"{value:064x}"
+
+
+def transfer_data(to: str, amount: int) -> str:
+    """Call data of `transfer(to, amount)`."""
+    return "0x" + TRANSFER_SELECTOR + _word(to) + _word(amount)
+
+
+def balance_of_data(owner: str) -> str:
+    """Call data of `balanceOf(owner)`."""
+    return "0x" + BALANCE_OF_SELECTOR + _word(owner)

@@ -1,0 +1,183 @@
+"""The operator's HD wallet: BIP-39 mnemonic → BIP-44 `m/44'/60'/0'/0/i`, or a watch-only xpub.
+
+Deposit addresses are public (non-hardened) children of the cached external-chain node
+`m/44'/60'/0'/0`: one HMAC-SHA512 and one secp256k1 tweak-add (coincurve) per address, no private
+key involved. With `[wallet] xpub` the process never holds a private key at all. With a mnemonic,
+private keys are derived on demand for signing sweeps and handed straight to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+import base58
+import coincurve
+from eth_hash.auto import keccak
+from mnemonic import Mnemonic
+
+from ctripd.config import Config, ConfigError, read_secret
+from ctripd.errors import CtripdError
+
+HARDENED: Final = 0x8000_0000
+# BIP-44 path of the external (receiving) chain of account 0 for Ethereum: m/44'/60'/0'/0.
+EXTERNAL_CHAIN_PATH: Final = (44 | HARDENED, 60 | HARDENED, 0 | HARDENED, 0)
+XPUB_VERSION: Final = bytes.fromhex("0488b21e")
+_CURVE_ORDER: Final = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
+
+
+class WalletError(CtripdError):
+    """A wallet operation that cannot be done (watch-only, index out of range)."""
+
+
+def _hash160(data: bytes) -> bytes:
+    return hashlib.new("ripemd160", hashlib.sha256(data).digest()).digest()
+
+
+def _ckd_priv(key: bytes, chain_code: bytes, index: int) -> tuple[bytes, bytes]:
+    """BIP-32 CKDpriv: the child private key and chain code."""
+    if index & HARDENED:
+        data = b"\x00" + key + index.to_bytes(4, "big")
+    else:
+        data = coincurve.PublicKey.from_valid_secret(key).format() + index.to_bytes(4, "big")
+    digest = hmac.digest(chain_code, data, "sha512")
+    tweak = int.from_bytes(digest[:32], "big")
+    child = (tweak + int.from_bytes(key, "big")) % _CURVE_ORDER
+    if tweak >= _CURVE_ORDER or child == 0:
+        # Probability below 2^-127; BIP-32 says to skip such an index.
+        raise WalletError(f"BIP-32 child {index} is invalid")
+    return child.to_bytes(32, "big"), digest[32:]
+
+
+def _checksum_address(raw: bytes) -> str:
+    """EIP-55 of a 20-byte address; 2.5x faster than eth_utils' validating version (bench/)."""
+    low = raw.hex()
+    digest = keccak(low.encode()).hex()
+    return "0x" + "".join(
+        [u if d > "7" else c for c, u, d in zip(low, low.upper(), digest[:40], strict=True)]
+    )
+
+
+def _check_index(index: int) -> None:
+    if not 0 <= index < HARDENED:
+        raise WalletError(f"address index {index} out of range 0..2^31-1")
+
+
+class Wallet:
+    """The external-chain node `m/44'/60'/0'/0`: public key and chain code, maybe private key.
+
+    `repr()` shows only the public side; no method ever returns or formats the private key
+    except `private_key()`.
+    """
+
+    __slots__ = ("_chain_code", "_parent_fingerprint", "_private", "_public", "_public_bytes")
+
+    def __init__(
+        self,
+        public_key: coincurve.PublicKey,
+        chain_code: bytes,
+        parent_fingerprint: bytes,
+        private_key: bytes | None = None,
+    ) -> None:
+        self._public = public_key
+        self._public_bytes = public_key.format(compressed=True)
+        self._chain_code = chain_code
+        self._parent_fingerprint = parent_fingerprint
+        self._private = private_key
+
+    @classmethod
+    def from_mnemonic(cls, words: str) -> Wallet:
+        """An English BIP-39 mnemonic, checksum verified, no passphrase."""
+        normalized = " ".join(Mnemonic.normalize_string(words).lower().split())
+        if not Mnemonic("english").check(normalized):
+            raise ValueError("not a valid English BIP-39 mnemonic (unknown word or bad checksum)")
+        seed = Mnemonic.to_seed(normalized)
+        digest = hmac.digest(b"Bitcoin seed", seed, "sha512")
+        key, chain_code = digest[:32], digest[32:]
+        parent = key
+        for index in EXTERNAL_CHAIN_PATH:
+            parent = key
+            key, chain_code = _ckd_priv(key, chain_code, index)
+        fingerprint = _hash160(coincurve.PublicKey.from_valid_secret(parent).format())[:4]
+        return cls(coincurve.PublicKey.from_valid_secret(key), chain_code, fingerprint, key)
+
+    @classmethod
+    def from_xpub(cls, xpub: str) -> Wallet:
+        """A standard (version `xpub`) serialization of `m/44'/60'/0'/0`, or of the BIP-44
+        account node `m/44'/60'/0'` (as hardware wallets export it), whose child 0 is taken."""
+        try:
+            raw = base58.b58decode_check(xpub.strip())
+        except ValueError:
+            raise ValueError("not a Base58Check string (typo or truncated?)") from None
+        if len(raw) != 78 or raw[:4] != XPUB_VERSION:
+            raise ValueError("not a mainnet xpub (version 0488b21e, 78 bytes)")
+        depth, child = raw[4], int.from_bytes(raw[9:13], "big")
+        chain_code, key_bytes = raw[13:45], raw[45:78]
+        try:
+            public = coincurve.PublicKey(key_bytes)
+        except ValueError:
+            raise ValueError("the xpub's public key is not a valid secp256k1 point") from None
+        if depth == 4 and child == 0:
+            return cls(public, chain_code, raw[5:9])
+        if depth == 3 and child == 0 | HARDENED:
+            digest = hmac.digest(chain_code, key_bytes + bytes(4), "sha512")
+            return cls(public.add(digest[:32]), digest[32:], _hash160(key_bytes)[:4])
+        raise ValueError(
+            f"expected the xpub of m/44'/60'/0'/0 (depth 4) or m/44'/60'/0' (depth 3), "
+            f"got depth {depth}, child {child:#x}"
+        )
+
+    @property
+    def watch_only(self) -> bool:
+        return self._private is None
+
+    def xpub(self) -> str:
+        """Standard serialization of `m/44'/60'/0'/0`, for `[wallet] xpub` of a watch-only node."""
+        raw = (
+            XPUB_VERSION
+            + bytes([4])
+            + self._parent_fingerprint
+            + bytes(4)
+            + self._chain_code
+            + self._public_bytes
+        )
+        return base58.b58encode_check(raw).decode()
+
+    def _tweak(self, index: int) -> bytes:
+        _check_index(index)
+        digest = hmac.digest(
+            self._chain_code, self._public_bytes + index.to_bytes(4, "big"), "sha512"
+        )
+        return digest[:32]
+
+    def address(self, index: int) -> str:
+        """Checksummed address of `m/44'/60'/0'/0/index`, by public derivation."""
+        child = self._public.add(self._tweak(index))
+        return _checksum_address(keccak(child.format(compressed=False)[1:])[12:])
+
+    def private_key(self, index: int) -> bytes:
+        """The 32-byte private key of `m/44'/60'/0'/0/index`, for signing a sweep; never keep it."""
+        if self._private is None:
+            raise WalletError("watch-only wallet ([wallet] xpub) holds no private keys")
+        _check_index(index)
+        key, _ = _ckd_priv(self._private, self._chain_code, index)
+        return key
+
+    def __repr__(self) -> str:
+        mode = "watch-only" if self.watch_only else "signing"
+        return f"<Wallet m/44'/60'/0'/0 {mode} fingerprint={self._parent_fingerprint.hex()}>"
+
+
+def from_config(config: Config) -> Wallet:
+    """The wallet of `[wallet]`: mnemonic_file (read as a secret) or xpub. Errors never echo it."""
+    if config.wallet.xpub:
+        try:
+            return Wallet.from_xpub(config.wallet.xpub)
+        except ValueError as exc:
+            raise ConfigError(config.path, "wallet.xpub", str(exc)) from None
+    words = read_secret(config.path, "wallet.mnemonic_file", config.wallet.mnemonic_file)
+    try:
+        return Wallet.from_mnemonic(words)
+    except ValueError as exc:
+        raise ConfigError(config.path, "wallet.mnemonic_file", str(exc)) from None

@@ -1,0 +1,223 @@
+"""The application factory: pools, HTTP session, RPC clients, webhook worker and scheduler as
+cleanup contexts, the routes with their OpenAPI description, and `serve` to run it all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import asyncpg
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from ctripd import db
+from ctripd.chain import wallet
+from ctripd.chain.rpc import RpcClient
+from ctripd.config import Config
+from ctripd.http import chains, checkout, events, health, metrics, openapi, payments, schemas
+from ctripd.http.auth import auth_middleware
+from ctripd.http.keys import (
+    API_POOL,
+    API_STATE,
+    CONFIG,
+    HTTP,
+    POOL,
+    RPC,
+    SWEEPERS,
+    TASKS,
+    WALLET,
+    WATCHERS,
+    WEBHOOKS,
+    ApiState,
+)
+from ctripd.http.problems import problem_middleware
+from ctripd.jobs.chainwatch import ChainWatcher
+from ctripd.jobs.sweeper import make_sweepers
+from ctripd.jobs.tasks import TaskSet
+from ctripd.jobs.webhooks import WebhookWorker
+from ctripd.ledger import expiry
+from ctripd.ledger.payments import IndexPool
+from ctripd.log import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    dsn: str
+    # Off in tests, which drive every loop's run_once() themselves.
+    background: bool = True
+
+
+def create_app(config: Config, options: AppOptions) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[CONFIG] = config
+    app[TASKS] = TaskSet()
+    app[WALLET] = wallet.from_config(config)
+    app[API_STATE] = ApiState(indexes=IndexPool())
+    app.cleanup_ctx.append(_pool_ctx(options.dsn))
+    app.cleanup_ctx.append(_api_pool_ctx(options.dsn))
+    app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_chains_ctx(options.dsn))
+    app.cleanup_ctx.append(_webhooks_ctx(options.background))
+    if options.background:
+        app.cleanup_ctx.append(_scheduler_ctx)
+    app.on_shutdown.append(_begin_stop)
+    # problem+json outermost, then auth: every /v1/ path needs a key, whoever added its route.
+    app.middlewares.append(problem_middleware)
+    app.middlewares.append(auth_middleware)
+    for module in (health, events, chains, payments, checkout, metrics, openapi):
+        module.setup_routes(app)
+    for paths, components in (
+        schemas.event_docs(),
+        schemas.chain_docs(),
+        schemas.payment_docs(config),
+        schemas.checkout_docs(),
+        schemas.metrics_docs(config.server.metrics_public),
+    ):
+        openapi.document(app, paths, components)
+    return app
+
+
+def serve(config: Config, dsn: str) -> int:
+    """Run the daemon in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+    configure_logging(config.log.level, config.log.format)
+    app = create_app(config, AppOptions(dsn=dsn))
+    log.info("ctripd.starting", host=config.server.host, port=config.server.port)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        shutdown_timeout=config.daemon.shutdown_timeout,
+        print=None,
+        access_log=None,
+    )
+    log.info("ctripd.stopped")
+    return 0
+
+
+async def _begin_stop(app: web.Application) -> None:
+    """SIGTERM: runs before aiohttp waits for in-flight requests, so background work stops
+    claiming at once and drains in the same grace period as they do."""
+    app[TASKS].begin_stop(app[CONFIG].daemon.shutdown_timeout)
+
+
+def _pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG].database
+        app[POOL] = await db.create_pool(dsn, cfg.pool_min, cfg.pool_max)
+        yield
+        await app[POOL].close()
+
+    return ctx
+
+
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """The API's statements leave no session state (no SET, LISTEN, cursor or advisory lock), so
+    the reset query asyncpg sends on every release by default is skipped: it was one of the three
+    round trips of a payment's creation (bench/). asyncpg still rolls back an open transaction."""
+
+
+def _api_pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The API's own pool (the app's pool keeps the default reset for session-level users)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = app[CONFIG].database
+        app[API_POOL] = await db.create_pool(
+            dsn, cfg.pool_min, cfg.pool_max, reset=_no_session_reset
+        )
+        yield
+        await app[API_POOL].close()
+
+    return ctx
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=100, limit_per_host=32)
+    app[HTTP] = aiohttp.ClientSession(connector=connector)
+    yield
+    await app[HTTP].close()
+
+
+def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        """One RPC client and one watcher per configured chain; each chain has its row."""
+        config = app[CONFIG]
+        pool = app[POOL]
+        app[RPC] = {}
+        app[WATCHERS] = {}
+        for chain in config.chains:
+            await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
+            rpc = RpcClient(
+                chain.name,
+                list(chain.rpc),
+                app[HTTP],
+                timeout=chain.rpc_timeout,
+                expected_chain_id=chain.chain_id,
+            )
+            app[RPC][chain.name] = rpc
+            # The watcher holds its own connection: the chain's leadership lock lives on it.
+            app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
+        app[SWEEPERS] = make_sweepers(config, pool, app[RPC], app[WALLET])
+        yield
+        for watcher in app[WATCHERS].values():
+            await watcher.close()
+
+    return ctx
+
+
+def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The app's worker (tests call its `run_once()`); its loop runs only in the background."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        worker = WebhookWorker(app[POOL], config)
+        app[WEBHOOKS] = worker
+        if not worker.enabled:
+            log.warning("webhooks.disabled", reason="webhooks.url is not set; events stay queued")
+        elif background:
+            worker.start()
+            app[TASKS].on_stop.append(worker.stop_claiming)
+        yield
+        await worker.stop(app[TASKS].remaining(config.daemon.shutdown_timeout))
+        await worker.close()
+
+    return ctx
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Per-chain watch and sweep jobs and expiry; on shutdown stop scheduling, then finish
+    in-flight work."""
+    config = app[CONFIG]
+    tasks = app[TASKS]
+    scheduler = AsyncIOScheduler()
+
+    def every(seconds: float, job_id: str, run: Callable[[], Awaitable[object]]) -> None:
+        scheduler.add_job(
+            tasks.job(job_id, run),
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+
+    for chain in config.chains:
+        every(chain.poll_interval, f"watch:{chain.name}", app[WATCHERS][chain.name].run_once)
+    for name, sweeper in app[SWEEPERS].items():
+        every(sweeper.chain.poll_interval, f"sweep:{name}", sweeper.run_once)
+    every(config.payments.expiry_interval, "expiry", lambda: expiry.run_once(app[POOL]))
+    scheduler.start()
+    tasks.on_stop.append(scheduler.pause)
+    log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])
+    yield
+    # Runs stopped starting at begin_stop; let the in-flight ones finish (or cut them short past
+    # the grace), and only then shut the scheduler down, so that it has no run left to cancel.
+    tasks.begin_stop(config.daemon.shutdown_timeout)
+    await tasks.drain(tasks.remaining(config.daemon.shutdown_timeout))
+    scheduler.shutdown(wait=False)
+    log.info("scheduler.stopped")

@@ -1,0 +1,121 @@
+"""API keys and the `/v1/` auth middleware. Keys are `ctk_<random>` bearer tokens, stored only
+as SHA-256, each owned by a merchant.
+
+The key is shown once at creation; the database keeps its hash and a short prefix for listings.
+A key is looked up by its hash (an index lookup that reveals nothing about near misses) and the
+stored hash is compared again in constant time before it is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from ctripd.db import Conn, queries
+from ctripd.errors import CtripdError, NotFoundError
+from ctripd.formats import iso
+from ctripd.http.keys import API_POOL, MERCHANT
+from ctripd.http.problems import Handler, Problem
+
+Q = queries("apikeys")
+
+KEY_PREFIX = "ctk_"
+_KEY = re.compile(r"ctk_[A-Za-z0-9_-]{43}")
+_MERCHANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Shown in listings so an operator can tell keys apart; 8 random characters identify nothing.
+SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 8
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    merchant: str
+
+
+def generate_key() -> str:
+    """A new key: 256 bits from the OS CSPRNG, URL-safe, recognisable by its `ctk_` prefix."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def well_formed(key: str) -> bool:
+    return _KEY.fullmatch(key) is not None
+
+
+def check_merchant(merchant: str) -> str:
+    if not _MERCHANT.fullmatch(merchant):
+        raise ValueError("merchant must be 1-64 letters, digits, '_', '.' or '-'")
+    return merchant
+
+
+async def create_key(
+    conn: Conn | asyncpg.Pool, name: str, merchant: str
+) -> tuple[str, dict[str, Any]]:
+    """Store a new key's hash; returns the key (to show once) and its listing row."""
+    if not name.strip() or len(name) > 100:
+        raise ValueError("name must be 1-100 characters")
+    key = generate_key()
+    row = await conn.fetchrow(
+        Q["insert_key"], name, check_merchant(merchant), key[:SHOWN_PREFIX_LEN], hash_key(key)
+    )
+    assert row is not None
+    return key, dict(row)
+
+
+async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> ApiKey | None:
+    """The live key matching `key`, or None (unknown, revoked or malformed)."""
+    if not well_formed(key):
+        return None
+    digest = hash_key(key)
+    row = await conn.fetchrow(Q["key_by_hash"], digest)
+    if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
+        return None
+    return ApiKey(row["id"], row["merchant"])
+
+
+async def list_keys(conn: Conn | asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(Q["list_keys"])]
+
+
+async def revoke_key(conn: Conn | asyncpg.Pool, key_id: int) -> None:
+    """Revoke a key; it stops working on the next request. Revoking twice is an error."""
+    if await conn.fetchval(Q["revoke_key"], key_id) is not None:
+        return
+    exists = await conn.fetchrow(Q["key_exists"], key_id)
+    if exists is None:
+        raise NotFoundError(f"no API key with id {key_id}")
+    raise CtripdError(f"API key {key_id} was already revoked at {iso(exists['revoked_at'])}")
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401, detail, headers={"WWW-Authenticate": 'Bearer realm="ctripd", error="invalid_token"'}
+    )
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Paths under /v1/ need `Authorization: Bearer <live key>`; binds the key's merchant."""
+    if request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization")
+        if not header:
+            raise _unauthorized("missing header Authorization: Bearer <API key>")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not well_formed(token):
+            raise _unauthorized("malformed Authorization header: expected Bearer ctk_…")
+        key = await authenticate(request.app[API_POOL], token)
+        if key is None:
+            raise _unauthorized("unknown or revoked API key")
+        request[MERCHANT] = key.merchant
+    return await handler(request)

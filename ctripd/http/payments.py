@@ -1,0 +1,352 @@
+"""HTTP API v1 payments (SPEC §5): create, read, list and cancel, scoped to the key's merchant."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ctripd.config import Config
+from ctripd.db import queries
+from ctripd.formats import PAYMENT_ID
+from ctripd.http.keys import API_POOL, API_STATE, CONFIG, MERCHANT, WALLET
+from ctripd.http.params import (
+    json_response,
+    limit_param,
+    query_param,
+    refuse_unknown_params,
+    short,
+    status_param,
+)
+from ctripd.http.problems import Problem, validation
+from ctripd.ledger import payments
+from ctripd.ledger.objects import STATUSES, load_payment
+from ctripd.money import AmountError, to_base_units
+
+Q = queries("api")
+
+CREATE_FIELDS = ("chain", "asset", "amount", "expires_in", "order_id", "metadata")
+LIST_PARAMS = ("status", "chain", "order_id", "limit", "cursor")
+METADATA_MAX_BYTES = 4096
+METADATA_MAX_DEPTH = 16
+ORDER_ID_MAX = 255
+# 2^256-1 has 78 digits; with a point and up to 36 decimals an amount fits in 115 characters.
+AMOUNT_MAX_LEN = 120
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+INT64 = 2**63
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_json(request: web.Request) -> Any:
+    limit = request.app[CONFIG].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem(413, f"request body exceeds {limit} bytes")
+    if request.content_type != "application/json":
+        raise Problem(415, f"Content-Type must be application/json, not {request.content_type!r}")
+    body = await request.read()
+    try:
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, f"malformed JSON: {exc}"[:300]) from None
+
+
+def _check_text(value: str, name: str) -> None:
+    """Postgres TEXT holds neither NUL nor lone surrogates; refuse them instead of failing."""
+    if "\x00" in value:
+        raise validation(name, "must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise validation(name, "must be valid Unicode (no lone surrogates)") from None
+
+
+def _check_json_value(value: Any, name: str, depth: int) -> None:
+    if depth > METADATA_MAX_DEPTH:
+        raise validation("metadata", f"nests deeper than {METADATA_MAX_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value, name)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int | float):
+        # Floats too: Postgres keeps 1e20 as the number 100000000000000000000, which reads back
+        # as an int that no longer fits the 64 bits our JSON encoder writes.
+        if not -INT64 <= value < INT64:
+            raise validation(
+                name, "numbers must be within the 64-bit integer range; send big numbers as strings"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, name)
+            _check_json_value(item, f"{name}.{key}"[:300], depth + 1)
+    else:
+        for i, item in enumerate(value):
+            _check_json_value(item, f"{name}[{i}]", depth + 1)
+
+
+def parse_create(
+    body: Any, config: Config, merchant: str, idempotency_key: str | None
+) -> payments.NewPayment:
+    """Validate a create request; every problem is a 422 naming its field."""
+    if not isinstance(body, dict):
+        raise Problem(422, "the request body must be a JSON object")
+    for name in body:
+        if name not in CREATE_FIELDS:
+            raise validation(
+                str(name)[:100], f"unknown field (allowed: {', '.join(CREATE_FIELDS)})"
+            )
+    fields = {k: v for k, v in body.items() if v is not None}
+    for name in ("chain", "asset", "amount"):
+        if name not in fields:
+            raise validation(name, "is required")
+
+    chain_name = fields["chain"]
+    chain = config.chain(chain_name) if isinstance(chain_name, str) else None
+    if chain is None:
+        known = ", ".join(c.name for c in config.chains)
+        raise validation("chain", f"unknown chain {short(chain_name)} (configured: {known})")
+    symbol = fields["asset"]
+    asset = chain.asset(symbol) if isinstance(symbol, str) else None
+    if asset is None:
+        known = ", ".join([chain.native.symbol, *chain.tokens])
+        raise validation("asset", f"unknown asset {short(symbol)} on {chain.name} (known: {known})")
+    token_address, decimals = asset
+
+    amount = fields["amount"]
+    if isinstance(amount, int | float):
+        raise validation("amount", 'must be a decimal string such as "12.5", not a JSON number')
+    if not isinstance(amount, str):
+        raise validation("amount", 'must be a decimal string such as "12.5"')
+    if len(amount) > AMOUNT_MAX_LEN or not amount.isascii() or amount.endswith("\n"):
+        raise validation("amount", 'must be a plain decimal string such as "12.5"')
+    try:
+        units = to_base_units(amount, decimals)
+    except AmountError as exc:
+        raise validation("amount", f"{exc} (asset {symbol} has {decimals} decimals)") from None
+
+    p = config.payments
+    expires_in = fields.get("expires_in", p.default_expiry)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise validation("expires_in", "must be an integer number of seconds")
+    if not p.min_expiry <= expires_in <= p.max_expiry:
+        raise validation("expires_in", f"must be between {p.min_expiry} and {p.max_expiry} seconds")
+
+    order_id = fields.get("order_id")
+    if order_id is not None:
+        if not isinstance(order_id, str) or not 1 <= len(order_id) <= ORDER_ID_MAX:
+            raise validation("order_id", f"must be a string of 1 to {ORDER_ID_MAX} characters")
+        _check_text(order_id, "order_id")
+
+    metadata = fields.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise validation("metadata", "must be a JSON object")
+    _check_json_value(metadata, "metadata", 1)
+    metadata_json = orjson.dumps(metadata)
+    if len(metadata_json) > METADATA_MAX_BYTES:
+        raise validation(
+            "metadata", f"is {len(metadata_json)} bytes as JSON; at most {METADATA_MAX_BYTES}"
+        )
+
+    request_hash = None
+    if idempotency_key is not None:
+        request_hash = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).digest()
+    return payments.NewPayment(
+        merchant=merchant,
+        chain=chain.name,
+        chain_id=chain.chain_id,
+        asset=symbol,
+        token_address=token_address,
+        decimals=decimals,
+        amount=units,
+        confirmations_required=chain.confirmations,
+        expires_in=expires_in,
+        order_id=order_id,
+        metadata=metadata,
+        metadata_json=metadata_json.decode(),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value.strip()):
+        raise Problem(
+            400,
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    return value.strip()
+
+
+# --- cursors ------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _cursor_mac(key: bytes, merchant: str, payload: bytes) -> bytes:
+    return hmac.digest(key, merchant.encode() + b"\x00" + payload, "sha256")[:16]
+
+
+def encode_cursor(key: bytes, merchant: str, position: payments.Position) -> str:
+    """An opaque cursor: the page position, signed so that a changed cursor is refused."""
+    micros = (position.created_at - _EPOCH) // timedelta(microseconds=1)
+    payload = orjson.dumps([micros, position.id])
+    return f"{_b64(payload)}.{_b64(_cursor_mac(key, merchant, payload))}"
+
+
+def decode_cursor(key: bytes, merchant: str, cursor: str) -> payments.Position:
+    invalid = Problem(400, "invalid cursor: pass next_cursor back unchanged", field="cursor")
+    body, _, mac = cursor.partition(".")
+    try:
+        payload, given = _unb64(body), _unb64(mac)
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    # Base64 decoding ignores stray padding bits: only the exact text we issued is accepted.
+    canonical = _b64(payload) == body and _b64(given) == mac
+    if not canonical or not hmac.compare_digest(given, _cursor_mac(key, merchant, payload)):
+        raise invalid
+    micros, payment_id = orjson.loads(payload)
+    return payments.Position(_EPOCH + timedelta(microseconds=micros), payment_id)
+
+
+async def _cursor_key(request: web.Request) -> bytes:
+    state = request.app[API_STATE]
+    if state.cursor_key is None:
+        state.cursor_key = bytes(await request.app[API_POOL].fetchval(Q["cursor_key"]))
+    return state.cursor_key
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def _not_found(payment_id: str) -> Problem:
+    return Problem(404, f"no payment {short(payment_id)}")
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    app = request.app
+    merchant = request[MERCHANT]
+    idempotency_key = _idempotency_key(request)
+    body = await _read_json(request)
+    new = parse_create(body, app[CONFIG], merchant, idempotency_key)
+    pool = app[API_POOL]
+    index = await app[API_STATE].indexes.take(pool)
+    payment = await payments.insert_payment(pool, new, index, app[WALLET].address(index))
+    if payment is not None:
+        return json_response(payment, 201, {"Location": f"/v1/payments/{payment['id']}"})
+    assert idempotency_key is not None and new.request_hash is not None
+    earlier = await payments.payment_by_idempotency_key(pool, merchant, idempotency_key)
+    if earlier is None:  # the first request's transaction rolled back meanwhile
+        raise Problem(409, "a request with this Idempotency-Key is in progress; retry")
+    payment_id, request_hash = earlier
+    if not hmac.compare_digest(request_hash, new.request_hash):
+        raise Problem(
+            409,
+            f"Idempotency-Key already used for payment {payment_id} with a different request",
+            slug="idempotency-conflict",
+            field="Idempotency-Key",
+        )
+    existing = await load_payment(pool, payment_id)
+    assert existing is not None
+    existing.pop("merchant")
+    return json_response(
+        existing, 200, {"Idempotent-Replayed": "true", "Location": f"/v1/payments/{payment_id}"}
+    )
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    payment_id = request.match_info["id"]
+    if not PAYMENT_ID.fullmatch(payment_id):
+        raise _not_found(payment_id)
+    payment = await load_payment(request.app[API_POOL], payment_id)
+    if payment is None or payment.pop("merchant") != request[MERCHANT]:
+        raise _not_found(payment_id)
+    return json_response(payment)
+
+
+async def list_payments(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    merchant = request[MERCHANT]
+    refuse_unknown_params(request, LIST_PARAMS)
+    status = status_param(request, STATUSES)
+    chain = query_param(request, "chain")
+    if chain is not None and config.chain(chain) is None:
+        names = ", ".join(c.name for c in config.chains)
+        raise Problem(400, f"unknown chain {short(chain)} (configured: {names})", field="chain")
+    order_id = query_param(request, "order_id")
+    if order_id is not None:
+        if not 1 <= len(order_id) <= ORDER_ID_MAX or "\x00" in order_id:
+            raise Problem(400, f"order_id must be 1 to {ORDER_ID_MAX} characters", field="order_id")
+    limit = limit_param(request, DEFAULT_LIMIT, MAX_LIMIT)
+    cursor = query_param(request, "cursor")
+    key = await _cursor_key(request)
+    after = decode_cursor(key, merchant, cursor) if cursor is not None else None
+    async with request.app[API_POOL].acquire() as conn:
+        page, next_position = await payments.list_payments(
+            conn, merchant, status=status, chain=chain, order_id=order_id, after=after, limit=limit
+        )
+    next_cursor = encode_cursor(key, merchant, next_position) if next_position else None
+    return json_response(
+        {"data": page, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+    )
+
+
+async def cancel_payment(request: web.Request) -> web.Response:
+    payment_id = request.match_info["id"]
+    if not PAYMENT_ID.fullmatch(payment_id):
+        raise _not_found(payment_id)
+    pool = request.app[API_POOL]
+    blocked_by = await payments.cancel_payment(pool, payment_id, request[MERCHANT])
+    if blocked_by == "missing":
+        raise _not_found(payment_id)
+    if blocked_by not in (None, "canceled"):  # canceling twice answers like the first time
+        raise Problem(
+            409,
+            f"payment is {blocked_by}; only a pending payment can be canceled",
+            payment_status=blocked_by,
+        )
+    payment = await load_payment(pool, payment_id)
+    assert payment is not None
+    payment.pop("merchant")
+    return json_response(payment)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/payments", create_payment)
+    app.router.add_get("/v1/payments", list_payments)
+    app.router.add_get("/v1/payments/{id}", get_payment)
+    app.router.add_post("/v1/payments/{id}/cancel", cancel_payment)

@@ -1,0 +1,654 @@
+"""The OpenAPI description of the `/v1/` resources, kept apart from their handlers. Each public
+function gives the (paths, schemas) of one resource for `openapi.document`."""
+
+from __future__ import annotations
+
+from ctripd.config import Config
+from ctripd.http import events, openapi, payments
+from ctripd.http.openapi import Doc
+from ctripd.ledger.events import EVENT_TYPES
+from ctripd.ledger.events import STATUSES as DELIVERY_STATUSES
+from ctripd.ledger.objects import STATUSES as PAYMENT_STATUSES
+
+
+def payment_docs(config: Config) -> tuple[Doc, Doc]:
+    return _payment_paths(config), _payment_schemas(config)
+
+
+def event_docs() -> tuple[Doc, Doc]:
+    return _event_paths(), _event_schemas()
+
+
+def chain_docs() -> tuple[Doc, Doc]:
+    return _CHAIN_PATHS, _CHAIN_SCHEMAS
+
+
+def checkout_docs() -> tuple[Doc, Doc]:
+    return _CHECKOUT_PATHS, _CHECKOUT_SCHEMAS
+
+
+def metrics_docs(public: bool) -> tuple[Doc, Doc]:
+    responses = {
+        "200": {
+            "description": "Prometheus text format (OpenMetrics if the Accept header asks)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **({} if public else openapi.problem_responses(401)),
+    }
+    operation = {
+        "summary": "Prometheus metrics",
+        "operationId": "metrics",
+        "responses": responses,
+        **({"security": []} if public else {}),
+    }
+    return {"/metrics": {"get": operation}}, {}
+
+
+def limit_parameter(default: int, most: int) -> Doc:
+    return {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": most, "default": default},
+    }
+
+
+CURSOR_PARAMETER: Doc = {
+    "name": "cursor",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "`next_cursor` of the previous page, unchanged.",
+}
+
+
+def _payment_schemas(config: Config) -> Doc:
+    decimal = {"type": "string", "pattern": payments.DECIMAL_PATTERN, "example": "12.5"}
+    units = {"type": "string", "pattern": "^(0|[1-9][0-9]*)$", "example": "12500000"}
+    time = {"type": "string", "format": "date-time"}
+    nullable_time = {**time, "nullable": True}
+    address = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": payments.ORDER_ID_MAX,
+        "pattern": "^[^\\u0000]*$",
+    }
+    symbols = sorted(
+        {c.native.symbol for c in config.chains} | {t for c in config.chains for t in c.tokens}
+    )
+    p = config.payments
+    return {
+        "PaymentCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["chain", "asset", "amount"],
+            "properties": {
+                "chain": {"type": "string", "enum": [c.name for c in config.chains]},
+                "asset": {
+                    "type": "string",
+                    "enum": symbols,
+                    "description": "The chain's native symbol or one of its token symbols.",
+                },
+                "amount": {
+                    **decimal,
+                    "maxLength": payments.AMOUNT_MAX_LEN,
+                    "description": "Asset units as a decimal string, greater than zero, with no "
+                    "more decimals than the asset has; never a JSON number.",
+                },
+                "expires_in": {
+                    "type": "integer",
+                    "minimum": p.min_expiry,
+                    "maximum": p.max_expiry,
+                    "default": p.default_expiry,
+                    "nullable": True,
+                    "description": "Seconds until the payment expires; null means the default.",
+                },
+                "order_id": {**text, "nullable": True, "description": "Your reference."},
+                "metadata": {
+                    "type": "object",
+                    "nullable": True,
+                    "additionalProperties": True,
+                    "description": f"Any JSON object up to {payments.METADATA_MAX_BYTES} bytes, "
+                    f"nested at most {payments.METADATA_MAX_DEPTH} levels, numbers within the "
+                    "64-bit integer range.",
+                },
+            },
+        },
+        "Transfer": {
+            "type": "object",
+            "required": [
+                "tx_hash",
+                "log_index",
+                "kind",
+                "block_number",
+                "block_hash",
+                "from",
+                "asset",
+                "token_address",
+                "decimals",
+                "amount",
+                "amount_base_units",
+                "confirmations",
+                "status",
+            ],
+            "description": "An incoming transfer to the deposit address, in its own asset, "
+            "which may differ from the payment's: tokens sent to a native payment, or coin to a "
+            "token payment, are recorded and shown but never count towards the payment's sums.",
+            "properties": {
+                "tx_hash": {"type": "string"},
+                "log_index": {
+                    "type": "integer",
+                    "description": "Log index of a token transfer; -1 for a top-level native "
+                    "transfer; the trace position of an internal one.",
+                },
+                "kind": {"type": "string", "enum": ["native", "token", "internal"]},
+                "block_number": {"type": "integer"},
+                "block_hash": {"type": "string"},
+                "from": address,
+                "asset": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Symbol of the transfer's asset. Null only for a transfer "
+                    "in another asset than its payment's recorded before ctripd stored it "
+                    "(migration 0006) and not identifiable from other payments.",
+                },
+                "token_address": {
+                    **address,
+                    "nullable": True,
+                    "description": "The token contract; null for the chain's native coin.",
+                },
+                "decimals": {
+                    "type": "integer",
+                    "nullable": True,
+                    "description": "Decimals of `asset`; null when `asset` is.",
+                },
+                "amount": {
+                    **decimal,
+                    "nullable": True,
+                    "description": "In units of the transfer's own `asset` (not the payment's); "
+                    "null when `asset` is.",
+                },
+                "amount_base_units": units,
+                "confirmations": {"type": "integer", "minimum": 0},
+                "status": {"type": "string", "enum": ["live", "orphaned"]},
+            },
+        },
+        "Payment": {
+            "type": "object",
+            "required": [
+                "id",
+                "chain",
+                "chain_id",
+                "asset",
+                "token_address",
+                "decimals",
+                "amount",
+                "amount_base_units",
+                "address",
+                "payment_uri",
+                "status",
+                "amount_received",
+                "amount_received_base_units",
+                "amount_confirmed",
+                "amount_confirmed_base_units",
+                "amount_overpaid",
+                "amount_overpaid_base_units",
+                "paid_late",
+                "confirmations_required",
+                "transfers",
+                "order_id",
+                "metadata",
+                "created_at",
+                "expires_at",
+                "detected_at",
+                "confirmed_at",
+                "sweep",
+            ],
+            "properties": {
+                "id": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
+                "chain": {"type": "string"},
+                "chain_id": {"type": "integer"},
+                "asset": {"type": "string"},
+                "token_address": {**address, "nullable": True},
+                "decimals": {"type": "integer"},
+                "amount": decimal,
+                "amount_base_units": units,
+                "address": {**address, "description": "The deposit address, fresh per payment."},
+                "payment_uri": {"type": "string", "description": "EIP-681 URI for wallets."},
+                "status": {"type": "string", "enum": list(PAYMENT_STATUSES)},
+                "amount_received": decimal,
+                "amount_received_base_units": units,
+                "amount_confirmed": decimal,
+                "amount_confirmed_base_units": units,
+                "amount_overpaid": decimal,
+                "amount_overpaid_base_units": units,
+                "paid_late": {"type": "boolean"},
+                "confirmations_required": {"type": "integer"},
+                "transfers": {"type": "array", "items": openapi.ref("Transfer")},
+                "order_id": {"type": "string", "nullable": True},
+                "metadata": {"type": "object", "additionalProperties": True},
+                "created_at": time,
+                "expires_at": time,
+                "detected_at": nullable_time,
+                "confirmed_at": nullable_time,
+                "sweep": {
+                    "type": "object",
+                    "required": ["status", "tx_hash"],
+                    "properties": {
+                        "status": {
+                            "type": "string",
+                            "enum": [
+                                "none",
+                                "signed",
+                                "broadcast",
+                                "confirmed",
+                                "failed",
+                            ],
+                        },
+                        "tx_hash": {"type": "string", "nullable": True},
+                    },
+                },
+            },
+        },
+        "PaymentList": {
+            "type": "object",
+            "required": ["data", "has_more", "next_cursor"],
+            "properties": {
+                "data": {"type": "array", "items": openapi.ref("Payment")},
+                "has_more": {"type": "boolean"},
+                "next_cursor": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Pass as `cursor` for the next (older) page.",
+                },
+            },
+        },
+    }
+
+
+def _payment_paths(config: Config) -> Doc:
+    payment = {
+        "description": "The payment",
+        "content": openapi.json_content(openapi.ref("Payment")),
+    }
+    payment_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Payment id (`pay_…`).",
+    }
+    location = {"Location": {"schema": {"type": "string"}, "description": "URL of the payment"}}
+    return {
+        "/v1/payments": {
+            "post": {
+                "summary": "Create a payment with a fresh deposit address",
+                "operationId": "createPayment",
+                "description": (
+                    "With `Idempotency-Key`, repeating the same request returns the same payment "
+                    "(200, header `Idempotent-Replayed: true`); the same key with a different "
+                    "body is refused with 409. Emits `payment.created`."
+                ),
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 255,
+                            "pattern": "^[\\x20-\\x7e]+$",
+                        },
+                        "description": "Any unique string per intended payment, e.g. a UUID.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": openapi.json_content(openapi.ref("PaymentCreate")),
+                },
+                "responses": {
+                    "201": {**payment, "description": "Created", "headers": location},
+                    "200": {
+                        **payment,
+                        "description": "Replay of an earlier request with this Idempotency-Key",
+                        "headers": location,
+                    },
+                    **openapi.problem_responses(400, 401, 409, 413, 415, 422),
+                },
+            },
+            "get": {
+                "summary": "List payments, newest first",
+                "operationId": "listPayments",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(PAYMENT_STATUSES)},
+                    },
+                    {
+                        "name": "chain",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [c.name for c in config.chains]},
+                    },
+                    {
+                        "name": "order_id",
+                        "in": "query",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": payments.ORDER_ID_MAX,
+                            "pattern": "^[^\\u0000]*$",
+                        },
+                    },
+                    limit_parameter(payments.DEFAULT_LIMIT, payments.MAX_LIMIT),
+                    CURSOR_PARAMETER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page",
+                        "content": openapi.json_content(openapi.ref("PaymentList")),
+                    },
+                    **openapi.problem_responses(400, 401),
+                },
+            },
+        },
+        "/v1/payments/{id}": {
+            "get": {
+                "summary": "Get a payment",
+                "operationId": "getPayment",
+                "parameters": [payment_id],
+                "responses": {"200": payment, **openapi.problem_responses(401, 404)},
+            }
+        },
+        "/v1/payments/{id}/cancel": {
+            "post": {
+                "summary": "Cancel a pending payment",
+                "operationId": "cancelPayment",
+                "description": (
+                    "Only a `pending` payment can be canceled (409 otherwise); canceling a "
+                    "canceled payment answers 200 again. Emits `payment.canceled`. Funds that "
+                    "still arrive are recorded and reported."
+                ),
+                "parameters": [payment_id],
+                "responses": {"200": payment, **openapi.problem_responses(401, 404, 409)},
+            }
+        },
+    }
+
+
+def _event_schemas() -> Doc:
+    time = {"type": "string", "format": "date-time"}
+    nullable_time = {**time, "nullable": True}
+    nullable_text = {"type": "string", "nullable": True}
+    return {
+        "EventPayload": {
+            "type": "object",
+            "description": (
+                "The webhook body, byte for byte as delivered (and signed) on every attempt."
+            ),
+            "required": ["id", "type", "created_at", "data"],
+            "properties": {
+                "id": {"type": "string", "description": "`evt_…`; the `webhook-id` header."},
+                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                "created_at": time,
+                "data": {
+                    "type": "object",
+                    "required": ["payment"],
+                    "properties": {
+                        "payment": openapi.ref("Payment"),
+                        "transfer": openapi.ref("Transfer"),
+                    },
+                },
+            },
+        },
+        "DeliveryAttempt": {
+            "type": "object",
+            "properties": {
+                "attempted_at": time,
+                "url": {"type": "string", "description": "Without user info or query string."},
+                "http_status": {"type": "integer", "nullable": True},
+                "latency_ms": {"type": "integer"},
+                "error": {**nullable_text, "description": "Null on a 2xx answer."},
+                "response_body": {
+                    **nullable_text,
+                    "description": "The first 1 KiB of the answer, as UTF-8.",
+                },
+            },
+        },
+        "Event": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                "payment_id": {"type": "string"},
+                "status": {
+                    "type": "string",
+                    "enum": list(DELIVERY_STATUSES),
+                    "description": (
+                        "`pending`: queued or retrying; `delivered`: a 2xx answer; `failed`: "
+                        "every retry of the schedule failed (redeliver it by hand)."
+                    ),
+                },
+                "created_at": time,
+                "next_attempt_at": {
+                    **nullable_time,
+                    "description": (
+                        "Set while pending; null while the event waits for an earlier event of "
+                        "its payment that is being retried (events of a payment go out in order)."
+                    ),
+                },
+                "delivered_at": nullable_time,
+                "last_error": nullable_text,
+                "attempts": {"type": "array", "items": openapi.ref("DeliveryAttempt")},
+                "payload": openapi.ref("EventPayload"),
+            },
+        },
+        "EventList": {
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": openapi.ref("Event")},
+                "has_more": {"type": "boolean"},
+                "next_cursor": nullable_text,
+            },
+        },
+    }
+
+
+def _event_paths() -> Doc:
+    return {
+        "/v1/events": {
+            "get": {
+                "summary": "List webhook events with their delivery attempts, newest first",
+                "operationId": "listEvents",
+                "parameters": [
+                    {
+                        "name": "payment_id",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+                    },
+                    limit_parameter(events.DEFAULT_LIMIT, events.MAX_LIMIT),
+                    CURSOR_PARAMETER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page",
+                        "content": openapi.json_content(openapi.ref("EventList")),
+                        "links": {
+                            "RedeliverEvent": {
+                                "operationId": "redeliverEvent",
+                                "parameters": {"id": "$response.body#/data/0/id"},
+                                "description": "Redeliver an event of the page.",
+                            }
+                        },
+                    },
+                    **openapi.problem_responses(400, 401),
+                },
+            }
+        },
+        "/v1/events/{id}/redeliver": {
+            "post": {
+                "summary": "Queue a delivered or failed event for delivery again",
+                "operationId": "redeliverEvent",
+                "description": (
+                    "The event is sent again as soon as a worker is free, with a fresh retry "
+                    "schedule; its earlier attempts stay in the log. A pending event is already "
+                    "queued: 409."
+                ),
+                "parameters": [
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "Event id (`evt_…`).",
+                    }
+                ],
+                "responses": {
+                    "202": {
+                        "description": "Queued",
+                        "content": openapi.json_content(openapi.ref("Event")),
+                    },
+                    **openapi.problem_responses(401, 404, 409),
+                },
+            }
+        },
+    }
+
+
+_NULLABLE_INT = {"type": "integer", "nullable": True}
+_CHAIN_SCHEMAS: Doc = {
+    "RpcEndpoint": {
+        "type": "object",
+        "properties": {
+            "url": {
+                "type": "string",
+                "description": "Scheme, host and port only: paths and queries may hold API keys.",
+            },
+            "ok": {"type": "boolean", "description": "The last request to it succeeded."},
+            "last_error": {"type": "string", "nullable": True},
+            "last_error_at": {"type": "number", "nullable": True, "description": "Unix time."},
+            "latency_ms": {"type": "number", "nullable": True, "description": "Last request."},
+            "requests": {"type": "integer"},
+            "errors": {"type": "integer"},
+        },
+    },
+    "Chain": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "chain_id": {"type": "integer"},
+            "head": {**_NULLABLE_INT, "description": "Latest block the node reported."},
+            "head_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+            "scanned_block": {**_NULLABLE_INT, "description": "Last block fully scanned."},
+            "scanned_at": {"type": "string", "format": "date-time", "nullable": True},
+            "lag": {**_NULLABLE_INT, "description": "head − scanned_block."},
+            "confirmations": {"type": "integer"},
+            "scanner": {
+                "type": "object",
+                "properties": {
+                    "leader": {
+                        "type": "boolean",
+                        "description": "This process holds the chain's scanner lock.",
+                    },
+                    "watched_addresses": {"type": "integer"},
+                    "last_error": {"type": "string", "nullable": True},
+                },
+            },
+            "rpc": {"type": "array", "items": openapi.ref("RpcEndpoint")},
+        },
+    },
+}
+_CHAIN_PATHS: Doc = {
+    "/v1/chains": {
+        "get": {
+            "summary": "Chains: head, last scanned block, lag and RPC health",
+            "operationId": "listChains",
+            "responses": {
+                "200": {
+                    "description": "Every configured chain",
+                    "content": openapi.json_content(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "data": {"type": "array", "items": openapi.ref("Chain")}
+                            },
+                        }
+                    ),
+                },
+                **openapi.problem_responses(401),
+            },
+        }
+    }
+}
+
+
+_PAYMENT_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
+}
+_CHECKOUT_SCHEMAS: Doc = {
+    "CheckoutStatus": {
+        "type": "object",
+        "description": "What the payer's page shows; no merchant data.",
+        "properties": {
+            "id": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": list(PAYMENT_STATUSES),
+            },
+            "asset": {"type": "string"},
+            "amount": {"type": "string"},
+            "amount_received": {"type": "string"},
+            "amount_remaining": {"type": "string"},
+            "confirmations": {
+                "type": "object",
+                "properties": {"done": {"type": "integer"}, "required": {"type": "integer"}},
+            },
+            "expires_at": {"type": "string", "format": "date-time"},
+            "expires_in": {"type": "integer", "description": "Seconds left (server clock)."},
+            "paid_late": {"type": "boolean"},
+        },
+    }
+}
+_CHECKOUT_PATHS: Doc = {
+    "/pay/{id}": {
+        "get": {
+            "summary": "Checkout page for the payer (HTML, public)",
+            "operationId": "checkoutPage",
+            "security": [],
+            "parameters": [_PAYMENT_ID_PARAM],
+            "responses": {
+                "200": {
+                    "description": "HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "404": {
+                    "description": "No such payment (HTML page)",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+            },
+        }
+    },
+    "/pay/{id}/status": {
+        "get": {
+            "summary": "Payment status as the checkout page polls it (public)",
+            "operationId": "checkoutStatus",
+            "security": [],
+            "parameters": [_PAYMENT_ID_PARAM],
+            "responses": {
+                "200": {
+                    "description": "Status",
+                    "content": openapi.json_content(openapi.ref("CheckoutStatus")),
+                },
+                **openapi.problem_responses(404),
+            },
+        }
+    },
+}

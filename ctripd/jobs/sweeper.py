@@ -1,0 +1,758 @@
+"""Sweeper: moves confirmed payments' funds from their deposit addresses to the chain's treasury.
+
+One `Sweeper` per chain; `run_once()` resumes every unfinished sweep, plans new ones, and
+broadcasts them. A sweep is one nonce slot of one sender, stored with its signed raw
+transaction *before* anything is sent:
+
+    signed ──send──▶ broadcast ──receipt `confirmations` deep──▶ confirmed | failed (reverted)
+       └───────────── nonce used by a transaction not ours ─────────▶ failed
+
+- After a crash, a `signed` sweep is sent again as the same raw transaction; a `broadcast` one
+  is looked up by receipt and re-sent (same bytes) if the node forgot it. Nothing is ever signed
+  with another nonce for funds already in a sweep: a stuck transaction is replaced with the same
+  nonce and higher fees, and every version is kept, since any of them may be the one mined.
+- A sweep only fails when its nonce is used on chain: reverted (the fee is paid), or taken by a
+  transaction that is none of ours. A sweep the node refuses stays `signed` and is retried, so
+  the gas wallet's nonces never have a gap. Its payments are planned again after a back-off.
+- Native: balance − gas × max fee per gas goes out, so the deposit keeps less than one fee. A
+  balance that does not pay today's fee is looked at again later, never written off as dust.
+  Token: the whole token balance, after a gas top-up from the gas wallet if the deposit cannot
+  pay the gas (the top-up is a `gas_topup` sweep linked to the same payments).
+- Balances are read at the block `confirmations` deep, so unconfirmed deposits are never swept.
+- Only `confirmed` payments are swept (paid-late ones too, once confirmed). Funds at expired or
+  canceled payments stay where they are: they may be owed back to the payer, an operator decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+import structlog
+from eth_account import Account
+from eth_account.datastructures import SignedTransaction
+
+from ctripd.chain.evm import balance_of_data, transfer_data
+from ctripd.chain.fees import Fee, FeeCapError, current_fee, replacement_fee
+from ctripd.chain.rpc import RpcClient, RpcError
+from ctripd.chain.wallet import Wallet
+from ctripd.config import ChainConfig, Config
+from ctripd.db import queries
+from ctripd.ledger.events import record_event
+from ctripd.money import to_decimal_string
+
+Q = queries("sweeper")
+log = structlog.get_logger(__name__)
+
+NATIVE_GAS = 21_000
+# A top-up leaves room for the fee to rise by a quarter before the token transfer is signed.
+TOPUP_HEADROOM = (5, 4)
+# Safety margin on eth_estimateGas of a token transfer; unused gas is not paid.
+GAS_MARGIN = (6, 5)
+MAX_RETRY_DELAY = 300.0
+# A native balance that does not pay the fee is looked at again after this many seconds.
+FEE_WAIT = 600.0
+PLAN_LIMIT = 200
+
+
+class Step(enum.Enum):
+    """Points where a test can make the sweeper stop as if the process had died."""
+
+    SIGNED = "signed"  # the signed row is committed, nothing sent
+    SENT = "sent"  # the node accepted the transaction, the row still says 'signed'
+    BROADCAST = "broadcast"  # the row says 'broadcast', no receipt looked at
+
+
+class InjectedCrash(Exception):
+    """Raised at `Sweeper(crash_at=step)`: the test's stand-in for a killed process."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _uint(value: Any) -> int:
+    if not isinstance(value, str) or value in ("0x", ""):
+        raise RpcError(f"expected a hex quantity, got {value!r}")
+    return int(value, 16)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The confirmed payments of one deposit address and asset: swept by one transaction."""
+
+    address: str
+    index: int
+    token: str | None
+    payments: list[asyncpg.Record]
+
+    @property
+    def covered(self) -> list[tuple[str, int]]:
+        return [(p["id"], int(p["amount_confirmed"])) for p in self.payments]
+
+
+def disabled_reason(config: Config, wallet: Wallet) -> str | None:
+    """Why sweeping is off, or None when it is on."""
+    if not config.wallet.sweep:
+        return "[wallet] sweep = false"
+    if wallet.watch_only:
+        return "watch-only wallet ([wallet] xpub) holds no keys to sign sweeps"
+    return None
+
+
+def make_sweepers(
+    config: Config, pool: asyncpg.Pool, rpcs: dict[str, RpcClient], wallet: Wallet
+) -> dict[str, Sweeper]:
+    """One sweeper per chain, or none, with one log line at start saying why."""
+    reason = disabled_reason(config, wallet)
+    if reason is not None:
+        log.warning("sweep.disabled", reason=reason)
+        return {}
+    return {
+        c.name: Sweeper(c, pool, rpcs[c.name], wallet, config.wallet.gas_wallet_index)
+        for c in config.chains
+    }
+
+
+class Sweeper:
+    def __init__(
+        self,
+        chain: ChainConfig,
+        pool: asyncpg.Pool,
+        rpc: RpcClient,
+        wallet: Wallet,
+        gas_wallet_index: int,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        crash_at: Step | None = None,
+    ) -> None:
+        self.chain = chain
+        self.pool = pool
+        self.rpc = rpc
+        self.wallet = wallet
+        self.gas_index = gas_wallet_index
+        self.gas_address = wallet.address(gas_wallet_index)
+        self.clock = clock
+        self.crash_at = crash_at
+        # Consecutive planning failures per address, for the back-off's doubling.
+        self._plan_failures: dict[str, int] = {}
+        self._treasury_has_code: bool | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        """Resume unfinished sweeps (receipts, re-broadcasts, replacements), plan new ones,
+        broadcast them. Skips the round if another process sweeps this chain."""
+        async with self._run_lock() as held:
+            if not held:
+                log.debug("sweep.locked_elsewhere", chain=self.chain.name)
+                return
+            head = await self.rpc.block_number()
+            await self._advance(head)
+            new = await self._plan(head)
+            if new:
+                rows = await self.pool.fetch(Q["sweeps_by_id"], new)
+                versions = await self._versions(rows)
+                for row in rows:
+                    try:
+                        await self._send(row, versions[row["id"]][-1])
+                    except RpcError as exc:
+                        self._log_check_failed(row, exc)
+
+    @contextlib.asynccontextmanager
+    async def _run_lock(self) -> AsyncIterator[bool]:
+        key = f"ctripd.sweep:{self.chain.name}"
+        async with self.pool.acquire() as conn:
+            held: bool = await conn.fetchval(Q["try_run_lock"], key)
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.fetchval(Q["run_unlock"], key)
+
+    def _crash(self, step: Step) -> None:
+        if self.crash_at is step:
+            raise InjectedCrash(step.value)
+
+    def _safe_block(self, head: int) -> int:
+        return max(0, head - self.chain.confirmations + 1)
+
+    # ---- unfinished sweeps ------------------------------------------------------------------
+
+    async def _versions(self, rows: Sequence[asyncpg.Record]) -> dict[int, list[asyncpg.Record]]:
+        by_sweep: dict[int, list[asyncpg.Record]] = {r["id"]: [] for r in rows}
+        for v in await self.pool.fetch(Q["versions"], list(by_sweep)):
+            by_sweep[v["sweep_id"]].append(v)
+        return by_sweep
+
+    async def _advance(self, head: int) -> None:
+        rows = await self.pool.fetch(Q["unfinished"], self.chain.name, self.clock())
+        if not rows:
+            return
+        versions = await self._versions(rows)
+        for row in rows:
+            try:
+                await self._advance_one(row, versions[row["id"]], head)
+            except RpcError as exc:
+                self._log_check_failed(row, exc)
+
+    def _log_check_failed(self, row: asyncpg.Record, exc: Exception) -> None:
+        """The node could not be asked; the sweep stays as it is for the next round."""
+        log.warning("sweep.check_failed", chain=self.chain.name, sweep=row["id"], error=str(exc))
+
+    async def _advance_one(
+        self, row: asyncpg.Record, versions: list[asyncpg.Record], head: int
+    ) -> None:
+        # One batch, so one node's view: the sender's nonce at the safe block and every receipt.
+        answers = await self.rpc.batch(
+            [("eth_getTransactionCount", [row["from_address"], hex(self._safe_block(head))])]
+            + [("eth_getTransactionReceipt", [v["tx_hash"]]) for v in versions]
+        )
+        safe_nonce = _uint(answers[0])
+        mined = next(((v, r) for v, r in zip(versions, answers[1:], strict=True) if r), None)
+        if mined is not None:
+            version, receipt = mined
+            depth = head - _uint(receipt["blockNumber"]) + 1
+            if depth >= self.chain.confirmations:
+                await self._finish(row, version, receipt)
+            elif row["status"] == "signed":
+                await self.pool.execute(Q["mark_broadcast"], row["id"], self.clock())
+            return
+        if safe_nonce > row["nonce"]:
+            # None of our versions is mined and the nonce is used: it never can be.
+            await self._fail_unmined(row, "nonce used by another transaction")
+            return
+        current = versions[-1]
+        age = (self.clock() - current["signed_at"]).total_seconds()
+        if row["status"] == "signed" and not (row["attempts"] and age >= self.chain.replace_after):
+            await self._send(row, current)
+            return
+        if age >= self.chain.replace_after:
+            problem = await self._replace(row, current, head)
+            if problem is None:
+                return
+            await self._retry_later(row, problem, "sweep.replace_failed")
+        if await self.rpc.call("eth_getTransactionByHash", [current["tx_hash"]]) is None:
+            log.info("sweep.rebroadcast", chain=self.chain.name, sweep=row["id"])
+            await self._send(row, current)
+
+    async def _send(self, row: asyncpg.Record, version: asyncpg.Record) -> None:
+        """Send the stored raw transaction; any refusal is settled by asking whether the node
+        now knows it ("already known" and lost answers alike)."""
+        tx_hash = version["tx_hash"]
+        try:
+            await self.rpc.call("eth_sendRawTransaction", [version["raw_tx"]])
+        except RpcError as exc:
+            if await self.rpc.call("eth_getTransactionByHash", [tx_hash]) is None:
+                await self._retry_later(row, str(exc))
+                return
+        self._crash(Step.SENT)
+        await self.pool.execute(Q["mark_broadcast"], row["id"], self.clock())
+        log.info(
+            "sweep.broadcast",
+            chain=self.chain.name,
+            sweep=row["id"],
+            kind=row["kind"],
+            tx_hash=tx_hash,
+            nonce=row["nonce"],
+        )
+        self._crash(Step.BROADCAST)
+
+    async def _retry_later(
+        self, row: asyncpg.Record, error: str, event: str = "sweep.broadcast_failed"
+    ) -> None:
+        """Record why, and look at the sweep again after a back-off."""
+        now = self.clock()
+        delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2 ** row["attempts"])
+        await self.pool.execute(
+            Q["retry_later"], row["id"], now + timedelta(seconds=delay), error[:500], now
+        )
+        log.warning(
+            event,
+            chain=self.chain.name,
+            sweep=row["id"],
+            kind=row["kind"],
+            tx_hash=row["tx_hash"],
+            error=error,
+            retry_in=delay,
+        )
+
+    async def _finish(
+        self, row: asyncpg.Record, version: asyncpg.Record, receipt: dict[str, Any]
+    ) -> None:
+        ok = _uint(receipt["status"]) == 1
+        block = _uint(receipt["blockNumber"])
+        gas_used = _uint(receipt["gasUsed"])
+        price = _uint(receipt.get("effectiveGasPrice") or hex(int(version["gas_price"] or 0)))
+        status = "confirmed" if ok else "failed"
+        error = None if ok else f"reverted in block {block}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchrow(
+                Q["finish_mined"],
+                row["id"],
+                version["id"],
+                status,
+                block,
+                gas_used,
+                price,
+                error,
+                self.clock(),
+            )
+            if done is None:
+                return
+            if ok and done["kind"] != "gas_topup":
+                for payment in await conn.fetch(Q["cover_payments"], row["id"]):
+                    await record_event(
+                        cast(asyncpg.Connection, conn),
+                        "payment.swept",
+                        payment["id"],
+                        extra={"sweep": _sweep_facts(done, payment["decimals"])},
+                    )
+        event = "sweep.confirmed" if ok else "sweep.failed"
+        (log.info if ok else log.error)(
+            event,
+            chain=self.chain.name,
+            sweep=row["id"],
+            kind=row["kind"],
+            tx_hash=done["tx_hash"],
+            amount=str(int(done["amount"])),
+            fee=str(int(done["fee"])),
+            block=block,
+            **({"reason": error} if error else {}),
+        )
+
+    async def _fail_unmined(self, row: asyncpg.Record, reason: str) -> None:
+        await self.pool.execute(Q["fail_unmined"], row["id"], reason, self.clock())
+        log.error(
+            "sweep.failed",
+            chain=self.chain.name,
+            sweep=row["id"],
+            kind=row["kind"],
+            nonce=row["nonce"],
+            reason=reason,
+        )
+
+    async def _replace(self, row: asyncpg.Record, current: asyncpg.Record, head: int) -> str | None:
+        """Re-sign the same nonce with higher fees (never above the cap); a native sweep sends
+        correspondingly less, a token sweep may first need more gas at its deposit address.
+        Returns why it could not, or None once the replacement is stored and sent."""
+        cap = self.chain.max_fee_per_gas
+        old = Fee(
+            max_fee=_opt_int(current["max_fee_per_gas"]),
+            tip=_opt_int(current["max_priority_fee"]),
+            gas_price=_opt_int(current["gas_price"]),
+        )
+        try:
+            now_fee: Fee | None = await current_fee(self.rpc, cap)
+        except FeeCapError:
+            now_fee = None
+        fee = replacement_fee(old, now_fee, cap)
+        if fee is None:
+            return f"fee cap {cap} leaves no room for a replacement"
+        gas = int(row["gas_limit"])
+        amount = int(row["amount"])
+        if row["kind"] == "native":
+            balance = _uint(
+                await self.rpc.call(
+                    "eth_getBalance", [row["from_address"], hex(self._safe_block(head))]
+                )
+            )
+            amount = balance - gas * fee.per_gas
+            if amount <= 0:
+                return f"balance {balance} does not cover the higher fee"
+        elif row["kind"] == "token":
+            balance = _uint(await self.rpc.call("eth_getBalance", [row["from_address"], "latest"]))
+            if balance < gas * fee.per_gas:
+                await self._top_up_for_replacement(row, gas * fee.per_gas - balance, fee)
+                return "waiting for a gas top-up to pay the higher fee"
+        signed = self._sign(row, amount, fee)
+        now = self.clock()
+        tx_hash = signed.hash.to_0x_hex()
+        raw = signed.raw_transaction.to_0x_hex()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                Q["insert_version"],
+                row["id"],
+                tx_hash,
+                raw,
+                amount,
+                fee.max_fee,
+                fee.tip,
+                fee.gas_price,
+                now,
+            )
+            await conn.execute(
+                Q["replace_current"],
+                row["id"],
+                raw,
+                tx_hash,
+                amount,
+                fee.max_fee,
+                fee.tip,
+                fee.gas_price,
+                now,
+            )
+        log.info(
+            "sweep.replaced",
+            chain=self.chain.name,
+            sweep=row["id"],
+            old_tx=current["tx_hash"],
+            tx_hash=tx_hash,
+            nonce=row["nonce"],
+            per_gas=fee.per_gas,
+        )
+        self._crash(Step.SIGNED)
+        (fresh,) = await self.pool.fetch(Q["sweeps_by_id"], [row["id"]])
+        versions = await self._versions([fresh])
+        await self._send(fresh, versions[row["id"]][-1])
+        return None
+
+    async def _top_up_for_replacement(self, row: asyncpg.Record, short: int, fee: Fee) -> None:
+        if await self.pool.fetchval(Q["unfinished_topup_to"], self.chain.name, row["from_address"]):
+            return
+        payments = [
+            p["payment_id"] for p in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
+        ]
+        top_up = short * TOPUP_HEADROOM[0] // TOPUP_HEADROOM[1]
+        sweep_id = await self._create(
+            kind="gas_topup",
+            index=self.gas_index,
+            sender=self.gas_address,
+            to=row["from_address"],
+            token=None,
+            amount=top_up,
+            gas=NATIVE_GAS,
+            fee=fee,
+            covered=[(p, 0) for p in payments],
+        )
+        (fresh,) = await self.pool.fetch(Q["sweeps_by_id"], [sweep_id])
+        versions = await self._versions([fresh])
+        await self._send(fresh, versions[sweep_id][-1])
+
+    # ---- planning ---------------------------------------------------------------------------
+
+    async def _plan(self, head: int) -> list[int]:
+        """Sign sweeps (or gas top-ups) for the due payments; returns the new sweeps' ids."""
+        now = self.clock()
+        safe_block = self._safe_block(head)
+        due = await self.pool.fetch(Q["due_payments"], self.chain.name, now, PLAN_LIMIT)
+        groups: dict[tuple[str, str | None], list[asyncpg.Record]] = {}
+        for p in due:
+            # A balance read at the safe block must include every transfer counted: a node
+            # behind the watcher's would make funds look missing (or like dust) otherwise.
+            if p["last_block"] is not None and p["last_block"] <= safe_block:
+                groups.setdefault((p["address"], p["token_address"]), []).append(p)
+        if not groups:
+            return []
+        safe = hex(safe_block)
+        calls: list[tuple[str, list[Any]]] = []
+        for address, token in groups:
+            calls.append(("eth_getBalance", [address, safe]))
+            if token is not None:
+                calls.append(("eth_call", [{"to": token, "data": balance_of_data(address)}, safe]))
+        try:
+            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            answers = iter(await self.rpc.batch(calls))
+        except FeeCapError as exc:
+            log.warning("sweep.fee_above_cap", chain=self.chain.name, error=str(exc))
+            return []
+        except RpcError as exc:
+            # E.g. a node behind the safe block ("header not found"): the unfinished sweeps
+            # were already advanced this round; planning waits for the next one.
+            log.warning("sweep.plan_deferred", chain=self.chain.name, error=str(exc))
+            return []
+        new: list[int] = []
+        busy: set[str] = set()
+        for (address, token), payments in groups.items():
+            native = _uint(next(answers))
+            token_balance = _uint(next(answers)) if token is not None else 0
+            if address in busy:
+                continue
+            group = _Group(address, int(payments[0]["address_index"]), token, payments)
+            if self.wallet.address(group.index) != address:
+                log.error(
+                    "sweep.wrong_wallet",
+                    chain=self.chain.name,
+                    address=address,
+                    index=group.index,
+                    reason="the wallet derives another address at this index",
+                )
+                await self._defer(group, MAX_RETRY_DELAY)
+                continue
+            try:
+                sweep_id = await (
+                    self._plan_native(group, native, fee)
+                    if token is None
+                    else self._plan_token(group, token_balance, native, fee)
+                )
+            except RpcError as exc:
+                failures = self._plan_failures.get(address, 0) + 1
+                self._plan_failures[address] = failures
+                delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**failures)
+                await self._defer(group, delay)
+                log.warning(
+                    "sweep.plan_failed",
+                    chain=self.chain.name,
+                    address=address,
+                    error=str(exc),
+                    retry_in=delay,
+                )
+                continue
+            self._plan_failures.pop(address, None)
+            if sweep_id is not None:
+                new.append(sweep_id)
+                busy.add(address)
+        return new
+
+    async def _defer(self, group: _Group, seconds: float) -> None:
+        """Plan the group's payments again after `seconds`; the others keep their turn."""
+        not_before = self.clock() + timedelta(seconds=seconds)
+        await self.pool.execute(Q["defer_sweep"], [p["id"] for p in group.payments], not_before)
+
+    async def _mark_dust(self, group: _Group, balance: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for payment_id, covered in group.covered:
+                await conn.execute(Q["mark_dust"], payment_id, covered)
+        log.info(
+            "sweep.dust",
+            chain=self.chain.name,
+            address=group.address,
+            token=group.token,
+            balance=str(balance),
+            reason="at or below the dust threshold",
+        )
+
+    async def _native_gas(self, sender: str) -> int:
+        """21000 to a treasury without code; a contract treasury (a multisig) may want more."""
+        if self._treasury_has_code is None:
+            code = await self.rpc.call("eth_getCode", [self.chain.treasury, "latest"])
+            self._treasury_has_code = code not in (None, "0x", "0x0")
+        if not self._treasury_has_code:
+            return NATIVE_GAS
+        estimate = _uint(
+            await self.rpc.call(
+                "eth_estimateGas", [{"from": sender, "to": self.chain.treasury, "value": "0x1"}]
+            )
+        )
+        return max(NATIVE_GAS, -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1]))
+
+    async def _plan_native(self, group: _Group, balance: int, fee: Fee) -> int | None:
+        if balance <= self.chain.dust_threshold_of(None):
+            await self._mark_dust(group, balance)
+            return None
+        gas = await self._native_gas(group.address)
+        max_fee = gas * fee.per_gas
+        if balance <= max_fee:
+            # Not dust: fees fall again, and no more funds may ever come to this address.
+            await self._defer(group, FEE_WAIT)
+            log.info(
+                "sweep.deferred",
+                chain=self.chain.name,
+                address=group.address,
+                balance=str(balance),
+                reason="the balance does not pay today's fee",
+                retry_in=FEE_WAIT,
+            )
+            return None
+        return await self._create(
+            kind="native",
+            index=group.index,
+            sender=group.address,
+            to=self.chain.treasury,
+            token=None,
+            amount=balance - max_fee,
+            gas=gas,
+            fee=fee,
+            covered=group.covered,
+        )
+
+    async def _plan_token(self, group: _Group, balance: int, native: int, fee: Fee) -> int | None:
+        assert group.token is not None
+        if balance <= self.chain.dust_threshold_of(group.token):
+            await self._mark_dust(group, balance)
+            return None
+        # Tokens like USDT return no data from transfer(): only gas and the receipt matter.
+        estimate = _uint(
+            await self.rpc.call(
+                "eth_estimateGas",
+                [
+                    {
+                        "from": group.address,
+                        "to": group.token,
+                        "data": transfer_data(self.chain.treasury, balance),
+                    }
+                ],
+            )
+        )
+        gas = -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1])
+        need = gas * fee.per_gas
+        if native < need:
+            return await self._create(
+                kind="gas_topup",
+                index=self.gas_index,
+                sender=self.gas_address,
+                to=group.address,
+                token=None,
+                amount=need * TOPUP_HEADROOM[0] // TOPUP_HEADROOM[1] - native,
+                gas=NATIVE_GAS,
+                fee=fee,
+                covered=[(p, 0) for p, _ in group.covered],
+            )
+        return await self._create(
+            kind="token",
+            index=group.index,
+            sender=group.address,
+            to=self.chain.treasury,
+            token=group.token,
+            amount=balance,
+            gas=gas,
+            fee=fee,
+            covered=group.covered,
+        )
+
+    async def _create(
+        self,
+        *,
+        kind: str,
+        index: int,
+        sender: str,
+        to: str,
+        token: str | None,
+        amount: int,
+        gas: int,
+        fee: Fee,
+        covered: list[tuple[str, int]],
+    ) -> int:
+        """Allocate the sender's next nonce, sign, and commit the sweep before anything is sent.
+
+        The nonce is the larger of the node's pending count and our highest stored nonce + 1,
+        under a per-sender lock held to the commit: no two sweeps share one, none is skipped.
+        """
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q["nonce_lock"], f"ctripd.nonce:{self.chain.name}:{sender}")
+            stored = await conn.fetchval(Q["max_nonce"], self.chain.name, sender)
+            pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
+            nonce = max(pending, -1 if stored is None else stored + 1)
+            signed = self._sign_tx(index, sender, nonce, kind, to, token, amount, gas, fee)
+            tx_hash = signed.hash.to_0x_hex()
+            raw = signed.raw_transaction.to_0x_hex()
+            sweep_id: int = await conn.fetchval(
+                Q["insert_sweep"],
+                self.chain.name,
+                kind,
+                sender,
+                index,
+                to,
+                token,
+                amount,
+                nonce,
+                gas,
+                fee.max_fee,
+                fee.tip,
+                fee.gas_price,
+                raw,
+                tx_hash,
+                now,
+            )
+            await conn.execute(
+                Q["insert_version"],
+                sweep_id,
+                tx_hash,
+                raw,
+                amount,
+                fee.max_fee,
+                fee.tip,
+                fee.gas_price,
+                now,
+            )
+            for payment_id, part in covered:
+                await conn.execute(Q["link_payment"], sweep_id, payment_id, part)
+        log.info(
+            "sweep.signed",
+            chain=self.chain.name,
+            sweep=sweep_id,
+            kind=kind,
+            sender=sender,
+            to=to,
+            token=token,
+            amount=str(amount),
+            nonce=nonce,
+            per_gas=fee.per_gas,
+            tx_hash=tx_hash,
+            payments=[p for p, _ in covered],
+        )
+        self._crash(Step.SIGNED)
+        return sweep_id
+
+    # ---- signing ----------------------------------------------------------------------------
+
+    def _sign(self, row: asyncpg.Record, amount: int, fee: Fee) -> SignedTransaction:
+        return self._sign_tx(
+            int(row["from_index"]),
+            row["from_address"],
+            int(row["nonce"]),
+            row["kind"],
+            row["to_address"],
+            row["token_address"],
+            amount,
+            int(row["gas_limit"]),
+            fee,
+        )
+
+    def _sign_tx(
+        self,
+        index: int,
+        sender: str,
+        nonce: int,
+        kind: str,
+        to: str,
+        token: str | None,
+        amount: int,
+        gas: int,
+        fee: Fee,
+    ) -> SignedTransaction:
+        if self.wallet.address(index) != sender:
+            raise RuntimeError(f"wallet index {index} does not derive {sender}")
+        if kind == "token":
+            assert token is not None
+            target, value, data = token, 0, transfer_data(to, amount)
+        else:
+            target, value, data = to, amount, "0x"
+        tx: dict[str, Any] = {
+            "chainId": self.chain.chain_id,
+            "nonce": nonce,
+            "to": target,
+            "value": value,
+            "data": data,
+            "gas": gas,
+            **fee.tx_fields(),
+        }
+        signed: SignedTransaction = Account.sign_transaction(tx, self.wallet.private_key(index))
+        return signed
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _sweep_facts(row: asyncpg.Record, decimals: int) -> dict[str, Any]:
+    """What `payment.swept` tells the merchant about the sweep (amounts of the whole address)."""
+    amount = int(row["amount"])
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "tx_hash": row["tx_hash"],
+        "block_number": row["block_number"],
+        "from": row["from_address"],
+        "to": row["to_address"],
+        "token_address": row["token_address"],
+        "amount": to_decimal_string(amount, decimals),
+        "amount_base_units": str(amount),
+        "fee_base_units": str(int(row["fee"])),
+    }

@@ -1,0 +1,281 @@
+"""Crediting (SPEC §4): transfer rows, payment sums and status, and their events.
+
+Everything here runs inside the caller's transaction, next to the cursor move it belongs to, so a
+crash leaves either the whole block range applied or none of it. Sums are always recomputed from
+the live transfer rows, never incremented, so re-applying a range or a reorg cannot drift them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+import structlog
+
+from ctripd.chain.scanner import Transfer
+from ctripd.config import ChainConfig, PaymentsConfig
+from ctripd.db import Conn, queries
+from ctripd.ledger.events import record_event
+from ctripd.ledger.objects import load_payments, render_transfer, same_asset, stored_asset
+
+Q = queries("crediting")
+log = structlog.get_logger(__name__)
+
+# Statuses in which the due amount has arrived.
+PAID = frozenset({"detected", "confirmed"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    tolerance_bps: int = 0
+    late_window: timedelta = timedelta(days=1)
+
+    @classmethod
+    def from_config(cls, payments: PaymentsConfig) -> Policy:
+        return cls(payments.underpayment_tolerance_bps, timedelta(seconds=payments.late_window))
+
+
+def due_minimum(amount: int, tolerance_bps: int) -> int:
+    """The least amount that counts as paid: the tolerance is rounded in the payer's disfavour."""
+    return amount - amount * tolerance_bps // 10_000
+
+
+def decide(
+    status: str,
+    paid_late: bool,
+    amount: int,
+    expires_at: datetime,
+    received: int,
+    confirmed: int,
+    completed_at: datetime,
+    policy: Policy,
+) -> tuple[str, bool]:
+    """(status, paid_late) that the live transfers justify.
+
+    `completed_at` is when the due amount was reached (its block's time). A payment completed
+    after expiry is paid late within the late window; after it, the funds are recorded but the
+    status stays. Canceled stays canceled. A paid payment whose transfers were un-counted goes
+    back to pending (the expiry job expires it, if its time is up).
+    """
+    if status == "canceled":
+        return status, paid_late
+    due = due_minimum(amount, policy.tolerance_bps)
+    if received < due:
+        return ("pending", False) if status in PAID else (status, paid_late)
+    if status not in PAID:
+        late = completed_at > expires_at
+        if late and completed_at > expires_at + policy.late_window:
+            return status, paid_late
+        paid_late = late
+    return ("confirmed" if confirmed >= due else "detected"), paid_late
+
+
+@dataclass
+class _Context:
+    chain: ChainConfig
+    scanned: int
+    policy: Policy
+    now: datetime
+
+    def asset(self, token_address: str | None) -> tuple[str, int] | None:
+        """(symbol, decimals) of the native asset (None) or a configured token of the chain."""
+        if token_address is None:
+            return self.chain.native.symbol, self.chain.native.decimals
+        for token in self.chain.tokens.values():
+            if token.address.lower() == token_address.lower():
+                return token.symbol, token.decimals
+        return None
+
+    def render(self, transfer: asyncpg.Record) -> dict[str, Any]:
+        asset = stored_asset(transfer) or self.asset(transfer["token_address"])
+        return render_transfer(transfer, asset, self.scanned)
+
+
+def _raw(conn: Conn) -> asyncpg.Connection:
+    """record_event is typed for a plain connection; a pool's proxy behaves as one."""
+    return cast(asyncpg.Connection, conn)
+
+
+async def credit_range(
+    conn: Conn,
+    chain: ChainConfig,
+    transfers: Sequence[Transfer],
+    scanned: int,
+    policy: Policy,
+) -> int:
+    """Record `transfers`, then settle every payment they touch or that waits for confirmations.
+
+    `scanned` is the last block read; confirmations count up to it. Returns the number of
+    transfers that became live (new, or revived after a reorg).
+    """
+    ctx = _Context(chain, scanned, policy, datetime.now(UTC))
+    addresses = sorted({t.to_address for t in transfers})
+    payments = await conn.fetch(Q["lock_payments_for_step"], chain.name, addresses)
+    by_address = {p["address"].lower(): p for p in payments}
+    own = {
+        r[0]
+        for r in await conn.fetch(
+            Q["own_sweep_txs"], chain.name, sorted({t.tx_hash.lower() for t in transfers})
+        )
+    }
+    rows: list[tuple[Any, ...]] = []
+    times: dict[tuple[str, str, int], int] = {}
+    for t in transfers:
+        payment = by_address.get(t.to_address)
+        if payment is None:
+            log.warning("transfer.no_payment", chain=chain.name, tx=t.tx_hash, to=t.to_address)
+            continue
+        if t.tx_hash.lower() in own:
+            continue  # our own gas top-up for a sweep, not a payment
+        symbol, decimals = ctx.asset(t.token_address) or (None, None)
+        rows.append(
+            (
+                t.tx_hash,
+                t.kind,
+                t.position,
+                payment["id"],
+                t.token_address,
+                t.from_address,
+                payment["address"],
+                t.amount,
+                t.block_number,
+                t.block_hash,
+                symbol,
+                decimals,
+            )
+        )
+        times[(t.tx_hash, t.kind, t.position)] = t.timestamp
+    fresh: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    if rows:
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        for row in await conn.fetch(Q["upsert_transfers"], chain.name, *columns):
+            fresh[row["payment_id"]].append(row)
+    for group in fresh.values():
+        group.sort(key=lambda r: (r["block_number"], r["tx_hash"], r["log_index"]))
+    await _settle(conn, ctx, payments, fresh, times)
+    return sum(len(g) for g in fresh.values())
+
+
+async def orphan_after(conn: Conn, chain: ChainConfig, fork: int, policy: Policy) -> int:
+    """Un-count the transfers of blocks after `fork`, settle their payments, report the reorg.
+
+    Returns the number of transfers orphaned.
+    """
+    ctx = _Context(chain, fork, policy, datetime.now(UTC))
+    ids = [r[0] for r in await conn.fetch(Q["live_payments_after"], chain.name, fork)]
+    payments = await conn.fetch(Q["lock_payments_by_id"], ids)
+    orphaned = await conn.fetch(Q["orphan_transfers_after"], chain.name, fork)
+    await _settle(conn, ctx, payments, {}, {})
+    for transfer in sorted(orphaned, key=lambda r: (r["block_number"], r["log_index"])):
+        log.warning(
+            "transfer.orphaned",
+            chain=chain.name,
+            payment_id=transfer["payment_id"],
+            tx=transfer["tx_hash"],
+            block=transfer["block_number"],
+        )
+        await record_event(
+            _raw(conn), "payment.reorged", transfer["payment_id"], transfer=ctx.render(transfer)
+        )
+    return len(orphaned)
+
+
+async def _settle(
+    conn: Conn,
+    ctx: _Context,
+    payments: Sequence[asyncpg.Record],
+    fresh: Mapping[str, list[asyncpg.Record]],
+    times: Mapping[tuple[str, str, int], int],
+) -> None:
+    """Recompute sums and status of locked `payments`; write the events of what changed."""
+    if not payments:
+        return
+    sums = {
+        r["id"]: (int(r["received"]), int(r["confirmed"]))
+        for r in await conn.fetch(Q["payment_sums"], [p["id"] for p in payments], ctx.scanned)
+    }
+    changed: list[tuple[Any, ...]] = []
+    events: list[tuple[str, str, dict[str, Any] | None]] = []
+    for p in payments:
+        received, confirmed = sums[p["id"]]
+        new = fresh.get(p["id"], [])
+        completed_at = _completed_at(p, received, new, times, ctx)
+        old = p["status"]
+        status, paid_late = decide(
+            old,
+            p["paid_late"],
+            int(p["amount"]),
+            p["expires_at"],
+            received,
+            confirmed,
+            completed_at,
+            ctx.policy,
+        )
+        detected_at, confirmed_at = p["detected_at"], p["confirmed_at"]
+        if status in PAID and old not in PAID:
+            detected_at = ctx.now
+        if status == "confirmed" and old != "confirmed":
+            confirmed_at = ctx.now
+        if old in PAID and status not in PAID:
+            detected_at = confirmed_at = None
+        if status == "detected":
+            confirmed_at = None
+        values = (received, confirmed, status, paid_late, detected_at, confirmed_at)
+        current = (
+            int(p["amount_received"]),
+            int(p["amount_confirmed"]),
+            old,
+            p["paid_late"],
+            p["detected_at"],
+            p["confirmed_at"],
+        )
+        if values != current:
+            changed.append((p["id"], *values))
+        if status != old:
+            log.info(
+                "payment.status",
+                chain=ctx.chain.name,
+                payment_id=p["id"],
+                old=old,
+                new=status,
+                paid_late=paid_late,
+                received=str(received),
+                confirmed=str(confirmed),
+            )
+        events.extend(("payment.transfer_received", p["id"], ctx.render(t)) for t in new)
+        if status in PAID and old not in PAID:
+            events.append(("payment.detected", p["id"], None))
+        if status == "confirmed" and old != "confirmed":
+            events.append(("payment.confirmed", p["id"], None))
+    if changed:
+        await conn.execute(Q["update_payments"], *[list(c) for c in zip(*changed, strict=True)])
+    # Each event carries the payment as it is now, so they are written after the updates; the
+    # payments with events in this step are loaded together, once.
+    loaded = await load_payments(conn, sorted({payment_id for _, payment_id, _ in events}))
+    for event_type, payment_id, transfer in events:
+        await record_event(
+            _raw(conn), event_type, payment_id, transfer=transfer, payment=loaded.get(payment_id)
+        )
+
+
+def _completed_at(
+    payment: asyncpg.Record,
+    received: int,
+    new: Sequence[asyncpg.Record],
+    times: Mapping[tuple[str, str, int], int],
+    ctx: _Context,
+) -> datetime:
+    """Time of the block whose transfer brought the sum to the due amount (now if unknown)."""
+    counted = [t for t in new if same_asset(t, payment)]
+    running = received - sum(int(t["amount"]) for t in counted)
+    due = due_minimum(int(payment["amount"]), ctx.policy.tolerance_bps)
+    for t in counted:
+        running += int(t["amount"])
+        stamp = times.get((t["tx_hash"], t["kind"], t["log_index"]))
+        if running >= due and stamp is not None:
+            return datetime.fromtimestamp(stamp, UTC)
+    return ctx.now

@@ -1,0 +1,41 @@
+"""Expiry: pending payments past `expires_at` become `expired`, each with its `payment.expired`
+event in the same transaction. Only `pending` expires: a `detected` payment's funds arrived.
+
+"Expired" says no payment came in time, which only the chain can tell: a payment expires once
+its chain's scanner has reached a head the node reported after `expires_at`. While the scanner
+lags (an RPC outage, a catch-up), its payments wait: one paid in time is detected, never first
+reported expired.
+
+Safe with several processes: rows are claimed with FOR UPDATE SKIP LOCKED and re-checked as
+pending in the UPDATE, so no payment is expired (or reported) twice.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import asyncpg
+import structlog
+
+from ctripd.db import queries
+from ctripd.ledger.events import record_event
+
+Q = queries("payments")
+log = structlog.get_logger(__name__)
+
+BATCH = 200
+
+
+async def run_once(pool: asyncpg.Pool, batch: int = BATCH) -> int:
+    """Expire every due pending payment, `batch` per transaction; returns how many."""
+    total = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            expired = [r["id"] for r in await conn.fetch(Q["expire_due"], batch)]
+            for payment_id in expired:
+                await record_event(cast(asyncpg.Connection, conn), "payment.expired", payment_id)
+        total += len(expired)
+        if expired:
+            log.info("payments.expired", count=len(expired))
+        if len(expired) < batch:
+            return total

@@ -1,0 +1,161 @@
+"""Reconciliation: every deposit address's on-chain balances against the books.
+
+All figures are taken at one block B: `confirmations` deep under the head, and no later than the
+watcher's scanned block (so every transfer up to B is recorded). For each deposit address:
+
+    expected native = credited native (live native and internal transfers in blocks ≤ B)
+                    + gas top-ups received (confirmed `gas_topup` sweeps to it, mined ≤ B)
+                    − native swept out (confirmed native sweeps from it, mined ≤ B)
+                    − fees paid (gas_used × effective gas price of every sweep from it mined ≤ B,
+                      reverted ones included: a reverted transaction still pays its gas)
+    expected token  = credited token (live transfers of that token, ≤ B)
+                    − token swept out (confirmed token sweeps, ≤ B)
+
+and the on-chain balance at B must equal it exactly, for the native asset and every configured
+token. Any difference (funds moved without ctripd, a missed or double credit, an uncounted sweep)
+is printed. Addresses with a sweep in flight are listed but not compared: their transaction may
+be mined without its row being final yet.
+
+Funds the sweeper leaves in place are listed as held (they are no mismatch): transfers in
+another asset than their payment's, and transfers to payments that expired or were canceled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from ctripd.chain.evm import balance_of_data
+from ctripd.chain.rpc import RpcClient
+from ctripd.config import ChainConfig
+from ctripd.db import queries
+from ctripd.money import to_decimal_string
+
+Q = queries("reconcile")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    address: str
+    asset: str
+    decimals: int
+    expected: int
+    actual: int
+
+    def line(self) -> str:
+        diff = self.actual - self.expected
+
+        def dec(units: int) -> str:
+            return to_decimal_string(units, self.decimals)
+
+        return (
+            f"MISMATCH {self.address} {self.asset}: expected {dec(self.expected)} "
+            f"({self.expected}), on chain {dec(self.actual)} ({self.actual}), "
+            f"difference {dec(diff)} ({diff})"
+        )
+
+
+@dataclass(frozen=True)
+class Held:
+    """Recorded funds that stay at their deposit address until the operator acts."""
+
+    address: str
+    payment_id: str
+    asset: str
+    decimals: int
+    amount: int
+    reason: str
+
+    def line(self) -> str:
+        amount = to_decimal_string(self.amount, self.decimals)
+        return (
+            f"HELD {self.address} {self.asset}: {amount} ({self.amount}) of payment "
+            f"{self.payment_id}, {self.reason}"
+        )
+
+
+@dataclass
+class Report:
+    chain: str
+    block: int
+    addresses: int = 0
+    balances: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+
+
+def _sums(rows: list[asyncpg.Record]) -> dict[tuple[str, str | None], int]:
+    return {(r["address"].lower(), r.get("token")): int(r["amount"] or 0) for r in rows}
+
+
+async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> Report:
+    head = await rpc.block_number()
+    block = max(0, head - chain.confirmations + 1)
+    scanned = await pool.fetchval(Q["scanned_block"], chain.name)
+    if scanned is not None:
+        block = min(block, scanned)
+    report = Report(chain.name, block)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        addresses = [r["address"] for r in await conn.fetch(Q["deposit_addresses"], chain.name)]
+        credited = _sums(await conn.fetch(Q["credited"], chain.name, block))
+        swept = _sums(await conn.fetch(Q["swept_out"], chain.name, block))
+        fees = _sums(await conn.fetch(Q["fees_paid"], chain.name, block))
+        topups = _sums(await conn.fetch(Q["topped_up"], chain.name, block))
+        report.held = [_held(chain, r) for r in await conn.fetch(Q["held"], chain.name, block)]
+        busy = {
+            a.lower()
+            for r in await conn.fetch(Q["in_flight"], chain.name)
+            for a in (r["from_address"], r["to_address"])
+        }
+    tokens = sorted(chain.tokens.values(), key=lambda t: t.symbol)
+    at = hex(block)
+    checked = [a for a in addresses if a.lower() not in busy]
+    report.in_flight = [a for a in addresses if a.lower() in busy]
+    calls: list[tuple[str, list[object]]] = []
+    for address in checked:
+        calls.append(("eth_getBalance", [address, at]))
+        calls += [
+            ("eth_call", [{"to": t.address, "data": balance_of_data(address)}, at]) for t in tokens
+        ]
+    answers = iter(await rpc.batch(calls))
+    for address in checked:
+        key = address.lower()
+        expected = (
+            credited.get((key, None), 0)
+            + topups.get((key, None), 0)
+            - swept.get((key, None), 0)
+            - fees.get((key, None), 0)
+        )
+        _compare(
+            report, address, chain.native.symbol, chain.native.decimals, expected, next(answers)
+        )
+        for t in tokens:
+            token = t.address.lower()
+            expected = credited.get((key, token), 0) - swept.get((key, token), 0)
+            _compare(report, address, t.symbol, t.decimals, expected, next(answers))
+    report.addresses = len(checked)
+    return report
+
+
+def _held(chain: ChainConfig, row: asyncpg.Record) -> Held:
+    if row["token"] is None:
+        asset, decimals = chain.native.symbol, chain.native.decimals
+    else:
+        token = next((t for t in chain.tokens.values() if t.address.lower() == row["token"]), None)
+        asset, decimals = (token.symbol, token.decimals) if token else (row["token"], 0)
+    if row["other_asset"]:
+        reason = "another asset than the payment's"
+    else:
+        reason = f"the payment is {row['status']}"
+    return Held(row["address"], row["payment_id"], asset, decimals, int(row["amount"]), reason)
+
+
+def _compare(
+    report: Report, address: str, asset: str, decimals: int, expected: int, answer: object
+) -> None:
+    report.balances += 1
+    actual = int(str(answer), 16) if answer not in (None, "0x") else 0
+    if actual != expected:
+        report.mismatches.append(Mismatch(address, asset, decimals, expected, actual))

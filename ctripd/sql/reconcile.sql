@@ -1,0 +1,55 @@
+-- name: deposit_addresses
+SELECT DISTINCT address FROM payments WHERE chain = $1 ORDER BY address;
+
+-- name: credited
+-- Live incoming transfers up to block $2 per deposit address and asset (token NULL: native).
+-- Our own gas top-ups count as top-ups, not credits, should the watcher record them too.
+SELECT p.address, lower(t.token_address) AS token, sum(t.amount) AS amount
+FROM transfers t JOIN payments p ON p.id = t.payment_id
+WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+  AND lower(t.tx_hash) NOT IN (
+      SELECT lower(v.tx_hash) FROM sweep_txs v JOIN sweeps s ON s.id = v.sweep_id
+      WHERE s.chain = $1 AND s.kind = 'gas_topup')
+GROUP BY p.address, lower(t.token_address);
+
+-- name: held
+-- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
+-- in another asset than their payment's, or to a payment that expired or was canceled. They
+-- may be owed back to the payer, an operator's decision.
+SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
+       lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+           AS other_asset,
+       sum(t.amount) AS amount
+FROM transfers t JOIN payments p ON p.id = t.payment_id
+WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+  AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+       OR p.status IN ('expired', 'canceled'))
+GROUP BY p.address, p.id, p.status, lower(t.token_address), other_asset
+ORDER BY p.address, p.id, token NULLS FIRST;
+
+-- name: swept_out
+-- Confirmed sweeps mined up to block $2, per deposit address and asset.
+SELECT from_address AS address, lower(token_address) AS token, sum(amount) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind IN ('native', 'token') AND status = 'confirmed' AND block_number <= $2
+GROUP BY from_address, lower(token_address);
+
+-- name: fees_paid
+-- Gas paid by deposit addresses up to block $2: confirmed and reverted sweeps alike.
+SELECT from_address AS address, sum(fee) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind IN ('native', 'token') AND block_number <= $2 AND fee IS NOT NULL
+GROUP BY from_address;
+
+-- name: topped_up
+SELECT to_address AS address, sum(amount) AS amount
+FROM sweeps
+WHERE chain = $1 AND kind = 'gas_topup' AND status = 'confirmed' AND block_number <= $2
+GROUP BY to_address;
+
+-- name: in_flight
+SELECT from_address, to_address FROM sweeps
+WHERE chain = $1 AND status IN ('signed', 'broadcast');
+
+-- name: scanned_block
+SELECT scanned_block FROM chains WHERE name = $1;
