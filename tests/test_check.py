@@ -66,3 +66,22 @@ def test_config_error_exits_2_like_run(tmp_path: Path, anvil) -> None:  # type: 
     assert result.returncode == 2
     (line,) = result.stdout.splitlines()[:1]
     assert line.startswith("FAIL config:") and "server.prot" in line
+
+
+def test_check_names_chain_with_wrong_id(tmp_path: Path, anvil: AnvilProcess, db_dsn: str) -> None:
+    path = write(tmp_path, anvil, f'[database]\ndsn = "{db_dsn}"\n')
+    (tmp_path / "chains.yaml").write_text(
+        f"chains:\n- {{name: anvil, chain_id: 31337, rpc: ['{anvil.url}'],"
+        f" native: {{symbol: ETH, decimals: 18}}, treasury: '{TREASURY}'}}\n"
+        f"- {{name: mainnet, chain_id: 1, rpc: ['{anvil.url}'],"
+        f" native: {{symbol: ETH, decimals: 18}}, treasury: '{TREASURY}'}}\n"
+    )
+    result = check(path)
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("FAIL chain mainnet") and "chain id 31337, configured 1" in line
+        for line in lines
+    ), result.stdout
+    assert any(line.startswith("ok   chain anvil") for line in lines), result.stdout
+    assert any(line.startswith("ok   database") for line in lines), result.stdout

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from test_scanner_support import ETH, TREASURY, chain_entry, mine, send_native
 
-from ctripd.http.keys import WATCHERS
 from ctripd.http.auth import create_key
+from ctripd.http.keys import WATCHERS
 from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.ledger import expiry
 

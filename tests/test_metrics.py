@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_checkout import open_shop
 from test_scanner_support import TREASURY, head, mine
 
-from ctripd.http.keys import POOL, WATCHERS
 from ctripd.http.auth import create_key, revoke_key
+from ctripd.http.keys import POOL, WATCHERS
 
 STATUSES = ("pending", "detected", "confirmed", "expired", "canceled")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

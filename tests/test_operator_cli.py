@@ -14,8 +14,8 @@ import pytest
 from test_scanner_support import ETH, chain_entry, mine, send_native
 
 from ctripd.cli.main import main
-from ctripd.http.keys import WATCHERS
 from ctripd.http.auth import create_key
+from ctripd.http.keys import WATCHERS
 
 
 @dataclass

@@ -36,7 +36,6 @@ from ctripd.chain.rpc import (
 )
 from ctripd.dev import tokens as devtokens
 from ctripd.dev.devnet import free_port
-from ctripd.retry_after import parse_retry_after
 
 
 class Refusal(NamedTuple):
@@ -333,15 +332,6 @@ async def test_a_concurrent_failure_does_not_cut_a_hold_short(  # type: ignore[n
     assert primary.requests == 2
 
 
-def test_retry_after_parsing() -> None:
-    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    assert parse_retry_after(" 7 ", now) == 7
-    assert parse_retry_after("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30
-    assert parse_retry_after("Mon, 30 Nov 2026 11:00:00 GMT", now) == 0  # already past
-    for invalid in ("", "-5", "1.5", "1e3", "+5", "²", "١٢", "soon", "Mon, 30 Nov 2026 25:00:00"):
-        assert parse_retry_after(invalid, now) is None, invalid
-
-
 async def test_slow_url_times_out_and_fails_over(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
     slow = await proxies()
     slow.delay = 2.5
@@ -381,15 +371,6 @@ async def test_one_block_refused_is_an_error(anvil, proxies, session) -> None:  
     rpc = RpcClient("anvil", [proxy.url], session, max_logs_span=4)
     with pytest.raises(RpcNodeError, match="more than 10000 results"):
         await rpc.get_logs(1, 4, [SENDER], [TRANSFER_TOPIC])
-
-
-def test_display_url_hides_keys() -> None:
-    assert display_url("https://mainnet.infura.io/v3/SECRETKEY") == "https://mainnet.infura.io/…"
-    assert display_url("https://u:pw@rpc.example:8545/?apikey=SECRET") == (
-        "https://rpc.example:8545/…"
-    )
-    assert display_url("http://127.0.0.1:8545") == "http://127.0.0.1:8545"
-    assert display_url("http://127.0.0.1:8545/") == "http://127.0.0.1:8545"
 
 
 async def test_watcher_scans_through_a_dead_first_url(write_config, pool, anvil) -> None:  # type: ignore[no-untyped-def]

@@ -28,12 +28,10 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from structlog.testing import capture_logs
 
 from ctripd.config import Config, ConfigError
-from ctripd.ledger.events import redeliver
-from ctripd.jobs.signing import Signer, generate_secret
 from ctripd.http.keys import WEBHOOKS
-from ctripd.jobs.webhooks import WebhookWorker, retry_delay
-from ctripd.retry_after import parse_retry_after
-from ctripd.ledger.events import record_event
+from ctripd.jobs.signing import Signer, generate_secret
+from ctripd.jobs.webhooks import WebhookWorker
+from ctripd.ledger.events import record_event, redeliver
 
 SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 
@@ -396,23 +394,6 @@ async def test_429_with_retry_after_seconds_and_date(
     for row in rows.values():
         assert row["status"] == "pending"
         assert row["last_error"] == "HTTP 429"
-
-
-def test_retry_after_parsing_and_backoff() -> None:
-    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-    assert parse_retry_after("30", now) == 30
-    assert parse_retry_after("Mon, 30 Nov 2026 12:01:00 GMT", now) == 60
-    assert parse_retry_after("Mon, 30 Nov 2026 11:00:00 GMT", now) == 0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
-    schedule = [5, 300]
-    assert retry_delay(3, schedule) is None
-    delays = {retry_delay(1, schedule) for _ in range(50)}
-    assert all(d is not None and 4.5 <= d <= 5.5 for d in delays)
-    assert len(delays) > 1, "jittered"
-    assert retry_delay(1, schedule, retry_after=60) == 60
-    assert all(retry_delay(2, schedule) <= 300 for _ in range(50)), "capped"
-    assert retry_delay(2, schedule, retry_after=10**6) == 300
 
 
 async def test_receiver_slower_than_the_timeout(pool, hook_config, make_worker, receiver) -> None:

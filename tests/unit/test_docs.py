@@ -11,7 +11,7 @@ from typing import Any
 
 from ctripd.config import _SECTIONS, ENV_PREFIX, ChainConfig, NativeAsset, Token
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def reference_tables() -> list[dict[str, list[str]]]:
