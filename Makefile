@@ -10,15 +10,13 @@ export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
 .PHONY: install devtools dev test lint typecheck pytest browser tokens bench faults clean
 
-# Production: the package and its runtime dependencies only (no dev extras, no npm, no Anvil).
-install: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml
-	$(PY) -m venv $(VENV)
+# Production: the package (not editable) and its runtime dependencies only: no dev extras, no
+# npm, no Anvil. Run again after `git pull` to install the new code.
+install:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet .
 	rm -f $(VENV)/.installed-dev
-	touch $@
 
 # Development: the package editable with the dev extras, and Anvil from npm.
 devtools: $(VENV)/.installed-dev $(TOOLS)/node_modules/.installed
@@ -68,9 +66,10 @@ faults: export CTRIPD_FAULTS_FULL := 1
 faults: devtools browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile tests/faults
 
-# Rebuild the committed dev/test contract artifacts from ctripd/dev/contracts/*.sol.
+# Rebuild the dev/test contract artifacts (ctripd/dev/contracts/build, shipped in the package
+# for `ctripd dev`) from their sources in contracts/.
 tokens: devtools
-	cd ctripd/dev/contracts && ../../../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o build TestToken.sol UsdtLikeToken.sol Forwarder.sol
+	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build TestToken.sol UsdtLikeToken.sol Forwarder.sol
 
 bench: devtools
 	$(BIN)/python -m bench.create_payments

@@ -171,21 +171,26 @@ async def _successful_native(
             raise ChainMovedError(f"receipt of {tx['hash']} is not in block {block.number}")
         if receipt.get("status") != "0x1":
             continue
-        found.append(
-            Transfer(
-                kind="native",
-                tx_hash=tx["hash"],
-                position=NATIVE_POSITION,
-                block_number=block.number,
-                block_hash=block.hash,
-                timestamp=block.timestamp,
-                from_address=to_checksum_address(tx["from"]),
-                to_address=tx["to"].lower(),
-                token_address=None,
-                amount=int(tx["value"], 16),
-            )
-        )
+        found.append(_coin("native", tx, NATIVE_POSITION, block, tx["from"], tx["to"], tx["value"]))
     return found
+
+
+def _coin(
+    kind: str, tx: dict[str, Any], position: int, block: Block, sender: str, to: str, value: str
+) -> Transfer:
+    """A transfer of the chain's native coin: top-level ("native") or by an inner call."""
+    return Transfer(
+        kind=kind,
+        tx_hash=tx["hash"],
+        position=position,
+        block_number=block.number,
+        block_hash=block.hash,
+        timestamp=block.timestamp,
+        from_address=to_checksum_address(sender),
+        to_address=to.lower(),
+        token_address=None,
+        amount=int(value, 16),
+    )
 
 
 async def _internal_transfers(
@@ -221,20 +226,7 @@ async def _internal_transfers(
                     and value != "0x0"
                     and _addr(to) in watched
                 ):
-                    found.append(
-                        Transfer(
-                            kind="internal",
-                            tx_hash=tx["hash"],
-                            position=position,
-                            block_number=block.number,
-                            block_hash=block.hash,
-                            timestamp=block.timestamp,
-                            from_address=to_checksum_address(frame["from"]),
-                            to_address=to.lower(),
-                            token_address=None,
-                            amount=int(value, 16),
-                        )
-                    )
+                    found.append(_coin("internal", tx, position, block, frame["from"], to, value))
     return found
 
 

@@ -1,4 +1,4 @@
-"""Deploy and drive the test contracts of `ctripd/dev/contracts` on a dev node (Anvil).
+"""Deploy and drive the test contracts (sources in `contracts/`) on a dev node (Anvil).
 
 Set-up code for `ctripd dev` and the test suite: it sends from unlocked accounts with
 `eth_sendTransaction`, so it needs a node that holds the sender's key, as Anvil does for its

@@ -13,6 +13,7 @@ scraper sends `Authorization: Bearer <API key>`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import platform
 from collections.abc import Iterable, Iterator
@@ -171,22 +172,15 @@ class GatewayCollector(Collector):
             yield from self._sweeps()
 
     def _chains(self) -> Iterator[Metric]:
-        labels = ["chain"]
-        head = GaugeMetricFamily("ctripd_chain_head_block", "Latest block seen", labels=labels)
-        scanned = GaugeMetricFamily(
-            "ctripd_chain_scanned_block", "Last block fully scanned", labels=labels
-        )
-        behind = GaugeMetricFamily(
-            "ctripd_chain_lag_blocks", "Blocks between head and last scanned", labels=labels
-        )
-        scanned_at = GaugeMetricFamily(
+        gauge = functools.partial(GaugeMetricFamily, labels=["chain"])
+        head = gauge("ctripd_chain_head_block", "Latest block seen")
+        scanned = gauge("ctripd_chain_scanned_block", "Last block fully scanned")
+        behind = gauge("ctripd_chain_lag_blocks", "Blocks between head and last scanned")
+        scanned_at = gauge(
             "ctripd_chain_scanned_timestamp_seconds",
             "Unix time of the last scan step; alert on time() minus this",
-            labels=labels,
         )
-        leader = GaugeMetricFamily(
-            "ctripd_chain_leader", "1 if this process holds the chain's scanner lock", labels=labels
-        )
+        leader = gauge("ctripd_chain_leader", "1 if this process holds the chain's scanner lock")
         for chain in self.app[CONFIG].chains:
             name = [chain.name]
             watcher = self.app[WATCHERS].get(chain.name)
@@ -213,14 +207,11 @@ class GatewayCollector(Collector):
         errors = CounterMetricFamily(
             "ctripd_rpc_errors", "Failed HTTP requests to the RPC URL", labels=labels
         )
-        latency = GaugeMetricFamily(
-            "ctripd_rpc_latency_seconds",
-            "Latency of the last successful request to the RPC URL",
-            labels=labels,
+        gauge = functools.partial(GaugeMetricFamily, labels=labels)
+        latency = gauge(
+            "ctripd_rpc_latency_seconds", "Latency of the last successful request to the RPC URL"
         )
-        ok = GaugeMetricFamily(
-            "ctripd_rpc_up", "1 if the last request to the RPC URL succeeded", labels=labels
-        )
+        ok = gauge("ctripd_rpc_up", "1 if the last request to the RPC URL succeeded")
         for chain, client in self.app[RPC].items():
             for position, endpoint in enumerate(client.endpoints):
                 values = [chain, display_url(endpoint.url), str(position)]

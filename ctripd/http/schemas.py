@@ -52,6 +52,10 @@ def limit_parameter(default: int, most: int) -> Doc:
     }
 
 
+def page_response(schema: str) -> Doc:
+    return {"description": "A page", "content": openapi.json_content(openapi.ref(schema))}
+
+
 CURSOR_PARAMETER: Doc = {
     "name": "cursor",
     "in": "query",
@@ -344,10 +348,7 @@ def _payment_paths(config: Config) -> Doc:
                     CURSOR_PARAMETER,
                 ],
                 "responses": {
-                    "200": {
-                        "description": "A page",
-                        "content": openapi.json_content(openapi.ref("PaymentList")),
-                    },
+                    "200": page_response("PaymentList"),
                     **openapi.problem_responses(400, 401),
                 },
             },
@@ -476,8 +477,7 @@ def _event_paths() -> Doc:
                 ],
                 "responses": {
                     "200": {
-                        "description": "A page",
-                        "content": openapi.json_content(openapi.ref("EventList")),
+                        **page_response("EventList"),
                         "links": {
                             "RedeliverEvent": {
                                 "operationId": "redeliverEvent",
@@ -604,9 +604,10 @@ _CHECKOUT_SCHEMAS: Doc = {
                 "enum": list(PAYMENT_STATUSES),
             },
             "asset": {"type": "string"},
-            "amount": {"type": "string"},
-            "amount_received": {"type": "string"},
-            "amount_remaining": {"type": "string"},
+            **{
+                name: {"type": "string", "description": "A decimal string in asset units."}
+                for name in ("amount", "amount_received", "amount_remaining")
+            },
             "confirmations": {
                 "type": "object",
                 "properties": {"done": {"type": "integer"}, "required": {"type": "integer"}},

@@ -42,7 +42,7 @@ from ctripd.chain.fees import Fee, FeeCapError, current_fee, replacement_fee
 from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
-from ctripd.db import queries
+from ctripd.db import Conn, queries
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
 
@@ -80,6 +80,23 @@ def _uint(value: Any) -> int:
     if not isinstance(value, str) or value in ("0x", ""):
         raise RpcError(f"expected a hex quantity, got {value!r}")
     return int(value, 16)
+
+
+async def _insert_version(
+    conn: Conn, sweep_id: int, tx_hash: str, raw: str, amount: int, fee: Fee, now: datetime
+) -> None:
+    """Store one signed version of a sweep's transaction, before it is broadcast."""
+    await conn.execute(
+        Q["insert_version"],
+        sweep_id,
+        tx_hash,
+        raw,
+        amount,
+        fee.max_fee,
+        fee.tip,
+        fee.gas_price,
+        now,
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,10 @@ class Sweeper:
                 if held:
                     await conn.fetchval(Q["run_unlock"], key)
 
+    def _sweep_log(self, row: asyncpg.Record) -> Any:
+        """The log of one sweep's transaction: chain, sweep and nonce bound."""
+        return log.bind(chain=self.chain.name, sweep=row["id"], nonce=row["nonce"])
+
     def _crash(self, step: Step) -> None:
         if self.crash_at is step:
             raise InjectedCrash(step.value)
@@ -253,14 +274,7 @@ class Sweeper:
                 return
         self._crash(Step.SENT)
         await self.pool.execute(Q["mark_broadcast"], row["id"], self.clock())
-        log.info(
-            "sweep.broadcast",
-            chain=self.chain.name,
-            sweep=row["id"],
-            kind=row["kind"],
-            tx_hash=tx_hash,
-            nonce=row["nonce"],
-        )
+        self._sweep_log(row).info("sweep.broadcast", kind=row["kind"], tx_hash=tx_hash)
         self._crash(Step.BROADCAST)
 
     async def _retry_later(
@@ -375,17 +389,7 @@ class Sweeper:
         tx_hash = signed.hash.to_0x_hex()
         raw = signed.raw_transaction.to_0x_hex()
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                Q["insert_version"],
-                row["id"],
-                tx_hash,
-                raw,
-                amount,
-                fee.max_fee,
-                fee.tip,
-                fee.gas_price,
-                now,
-            )
+            await _insert_version(conn, row["id"], tx_hash, raw, amount, fee, now)
             await conn.execute(
                 Q["replace_current"],
                 row["id"],
@@ -397,14 +401,8 @@ class Sweeper:
                 fee.gas_price,
                 now,
             )
-        log.info(
-            "sweep.replaced",
-            chain=self.chain.name,
-            sweep=row["id"],
-            old_tx=current["tx_hash"],
-            tx_hash=tx_hash,
-            nonce=row["nonce"],
-            per_gas=fee.per_gas,
+        self._sweep_log(row).info(
+            "sweep.replaced", old_tx=current["tx_hash"], tx_hash=tx_hash, per_gas=fee.per_gas
         )
         self._crash(Step.SIGNED)
         (fresh,) = await self.pool.fetch(Q["sweeps_by_id"], [row["id"]])
@@ -660,17 +658,7 @@ class Sweeper:
                 tx_hash,
                 now,
             )
-            await conn.execute(
-                Q["insert_version"],
-                sweep_id,
-                tx_hash,
-                raw,
-                amount,
-                fee.max_fee,
-                fee.tip,
-                fee.gas_price,
-                now,
-            )
+            await _insert_version(conn, sweep_id, tx_hash, raw, amount, fee, now)
             for payment_id, part in covered:
                 await conn.execute(Q["link_payment"], sweep_id, payment_id, part)
         log.info(
