@@ -47,47 +47,100 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class _Range:
+    """Accepted values of a numeric key: from `low` (excluded if `open`) up to `high`."""
+
+    low: int
+    high: int | None = None
+    open: bool = False
+    why: str = ""
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with `value`, or None if it is in range."""
+        above_low = value > self.low if self.open else value >= self.low
+        if above_low and (self.high is None or value <= self.high):
+            return None
+        if self.open:
+            problem = "must be positive"
+            if self.high is not None:
+                problem += f" and at most {self.high}"
+        elif self.high is not None:
+            problem = f"must be between {self.low} and {self.high}"
+        else:
+            problem = "must not be negative" if self.low == 0 else f"must be at least {self.low}"
+        return f"{problem} ({self.why})" if self.why else problem
+
+
+def _bounded(
+    low: int, high: int | None = None, *, open: bool = False, why: str = ""
+) -> Mapping[str, _Range]:
+    """Field metadata of a numeric key: its accepted range (for a list, each item's); cross-key
+    rules are in `_validate`."""
+    return {"range": _Range(low, high, open, why)}
+
+
+def range_of(cls: type, name: str) -> _Range | None:
+    """The accepted range of the numeric key `cls.name`; None for other keys."""
+    found: _Range | None = next(
+        f.metadata.get("range") for f in dataclasses.fields(cls) if f.name == name
+    )
+    return found
+
+
+_SECONDS = _bounded(1, MAX_SECONDS)
+_DECIMALS = _bounded(0, 36)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = ".state"
     chains_file: str = "chains.yaml"
     migrate_on_start: bool = True
-    shutdown_timeout: int = 30
+    shutdown_timeout: int = field(default=30, metadata=_bounded(0, MAX_SECONDS))
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 65536
+    port: int = field(default=8080, metadata=_bounded(1, 65535))
+    max_body_bytes: int = field(default=65536, metadata=_bounded(1))
     metrics_public: bool = True
     # /readyz fails when a chain's scanner is more blocks than this behind the head.
-    max_lag_blocks: int = 100
+    max_lag_blocks: int = field(default=100, metadata=_bounded(1))
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
     dsn: str = ""
-    pool_min: int = 2
-    pool_max: int = 10
+    pool_min: int = field(default=2, metadata=_bounded(0))
+    pool_max: int = field(default=10, metadata=_bounded(1))
 
 
 @dataclass(frozen=True)
 class WalletConfig:
     mnemonic_file: str = ""
     xpub: str = ""
-    gas_wallet_index: int = 0
+    gas_wallet_index: int = field(
+        default=0,
+        metadata=_bounded(
+            0,
+            FIRST_DEPOSIT_INDEX - 1,
+            why=f"deposit addresses are derived from index {FIRST_DEPOSIT_INDEX} up",
+        ),
+    )
     sweep: bool = True
 
 
 @dataclass(frozen=True)
 class PaymentsConfig:
-    default_expiry: int = 3600
-    min_expiry: int = 60
-    max_expiry: int = 30 * 86400
+    default_expiry: int = field(default=3600, metadata=_SECONDS)
+    min_expiry: int = field(default=60, metadata=_SECONDS)
+    max_expiry: int = field(default=30 * 86400, metadata=_SECONDS)
     # Underpayment tolerated as paid, in basis points of the amount due (100 = 1 %).
-    underpayment_tolerance_bps: int = 0
-    late_window: int = 86400
-    expiry_interval: int = 10
+    # 10000 would count a payment of nothing as paid.
+    underpayment_tolerance_bps: int = field(default=0, metadata=_bounded(0, 9999))
+    late_window: int = field(default=86400, metadata=_bounded(0, MAX_SECONDS))
+    expiry_interval: int = field(default=10, metadata=_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -97,10 +150,12 @@ class WebhooksConfig:
     # During secret rotation, the previous secret still signs, so receivers can switch over.
     previous_secret_file: str = ""
     retry_schedule: list[int] = field(
-        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        metadata=_SECONDS,
     )
-    timeout: int = 10
-    concurrency: int = 16
+    # A timeout of 0 is no timeout at all in aiohttp: a hanging receiver would hold a delivery.
+    timeout: int = field(default=10, metadata=_SECONDS)
+    concurrency: int = field(default=16, metadata=_bounded(1))
 
 
 @dataclass(frozen=True)
@@ -112,39 +167,39 @@ class LogConfig:
 @dataclass(frozen=True)
 class NativeAsset:
     symbol: str
-    decimals: int = 18
+    decimals: int = field(default=18, metadata=_DECIMALS)
 
 
 @dataclass(frozen=True)
 class Token:
     symbol: str
     address: str
-    decimals: int
+    decimals: int = field(metadata=_DECIMALS)
     # Token balances at or below this many base units of the token wait instead of being swept.
-    dust_threshold: int = 0
+    dust_threshold: int = field(default=0, metadata=_bounded(0))
 
 
 @dataclass(frozen=True)
 class ChainConfig:
     name: str
-    chain_id: int
+    chain_id: int = field(metadata=_bounded(1, BIGINT_MAX))
     rpc: list[str]
     native: NativeAsset
     treasury: str
-    confirmations: int = 12
-    poll_interval: float = 5.0
+    confirmations: int = field(default=12, metadata=_bounded(1, INT_MAX))
+    poll_interval: float = field(default=5.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     tokens: dict[str, Token] = field(default_factory=dict)
     trace: bool = False
-    start_block: int | None = None
+    start_block: int | None = field(default=None, metadata=_bounded(0, BIGINT_MAX))
     # Largest block range asked of eth_getLogs and of one scan step; shrinks on provider limits.
-    max_range: int = 500
-    rpc_timeout: float = 10.0
+    max_range: int = field(default=500, metadata=_bounded(1))
+    rpc_timeout: float = field(default=10.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     # Native balances at or below this many wei wait instead of being swept (tokens have their own).
-    dust_threshold: int = 0
+    dust_threshold: int = field(default=0, metadata=_bounded(0))
     # Fee cap for sweeps, in wei per gas.
-    max_fee_per_gas: int = 500 * 10**9
+    max_fee_per_gas: int = field(default=500 * 10**9, metadata=_bounded(1))
     # A sweep not mined after this many seconds is replaced with a higher fee.
-    replace_after: int = 120
+    replace_after: int = field(default=120, metadata=_SECONDS)
 
     def dust_threshold_of(self, token: str | None) -> int:
         """Base units of the asset (native for None) at or below which a balance waits."""
@@ -181,81 +236,9 @@ class Config:
         return next((c for c in self.chains if c.name == name), None)
 
 
-@dataclass(frozen=True)
-class _Range:
-    """Accepted values of a numeric key: from `low` (excluded if `open`) up to `high`."""
-
-    low: int
-    high: int | None = None
-    open: bool = False
-    why: str = ""
-
-    def problem(self, value: float) -> str | None:
-        """What is wrong with `value`, or None if it is in range."""
-        above_low = value > self.low if self.open else value >= self.low
-        if above_low and (self.high is None or value <= self.high):
-            return None
-        if self.open:
-            problem = "must be positive"
-            if self.high is not None:
-                problem += f" and at most {self.high}"
-        elif self.high is not None:
-            problem = f"must be between {self.low} and {self.high}"
-        else:
-            problem = "must not be negative" if self.low == 0 else f"must be at least {self.low}"
-        return f"{problem} ({self.why})" if self.why else problem
-
-
-_SECONDS = _Range(1, MAX_SECONDS)
-_DECIMALS = _Range(0, 36)
-
-# The range of every numeric key, by dataclass and field (a list's items each); cross-key rules
-# are in `_validate`.
-_RANGES: dict[type, dict[str, _Range]] = {
-    DaemonConfig: {"shutdown_timeout": _Range(0, MAX_SECONDS)},
-    ServerConfig: {
-        "port": _Range(1, 65535),
-        "max_body_bytes": _Range(1),
-        "max_lag_blocks": _Range(1),
-    },
-    DatabaseConfig: {"pool_min": _Range(0), "pool_max": _Range(1)},
-    WalletConfig: {
-        "gas_wallet_index": _Range(
-            0,
-            FIRST_DEPOSIT_INDEX - 1,
-            why=f"deposit addresses are derived from index {FIRST_DEPOSIT_INDEX} up",
-        )
-    },
-    PaymentsConfig: {
-        "default_expiry": _SECONDS,
-        "min_expiry": _SECONDS,
-        "max_expiry": _SECONDS,
-        # 10000 would count a payment of nothing as paid.
-        "underpayment_tolerance_bps": _Range(0, 9999),
-        "late_window": _Range(0, MAX_SECONDS),
-        "expiry_interval": _SECONDS,
-    },
-    # A timeout of 0 is no timeout at all in aiohttp: a hanging receiver would hold a delivery.
-    WebhooksConfig: {"retry_schedule": _SECONDS, "timeout": _SECONDS, "concurrency": _Range(1)},
-    NativeAsset: {"decimals": _DECIMALS},
-    Token: {"decimals": _DECIMALS, "dust_threshold": _Range(0)},
-    ChainConfig: {
-        "chain_id": _Range(1, BIGINT_MAX),
-        "confirmations": _Range(1, INT_MAX),
-        "poll_interval": _Range(0, MAX_SECONDS, open=True),
-        "start_block": _Range(0, BIGINT_MAX),
-        "max_range": _Range(1),
-        "rpc_timeout": _Range(0, MAX_SECONDS, open=True),
-        "dust_threshold": _Range(0),
-        "max_fee_per_gas": _Range(1),
-        "replace_after": _SECONDS,
-    },
-}
-
-
 def _check_range(cls: type, name: str, value: Any, file: str, key: str) -> None:
-    """Refuse a value of `cls.name` outside its `_RANGES` entry; `key` is the key as written."""
-    bounds = _RANGES.get(cls, {}).get(name)
+    """Refuse a value of `cls.name` outside its field's range; `key` is the key as written."""
+    bounds = range_of(cls, name)
     if bounds is None or value is None:
         return
     items = enumerate(value) if isinstance(value, list) else [(None, value)]
@@ -405,12 +388,18 @@ def _check_address(value: str, file: str, key: str) -> str:
     return value
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+
+
 def _load_chains(path: Path) -> tuple[ChainConfig, ...]:
     file = str(path)
+    text = _read(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(file, "", "file not found") from None
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "syntax"
@@ -480,10 +469,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     env = os.environ if env is None else env
     path = Path(path)
     file = str(path)
+    text = _read(path)
     try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(file, "", "file not found") from None
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"invalid TOML: {exc}") from None
     for section, body in doc.items():

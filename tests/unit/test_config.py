@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from ctripd.config import (
-    _RANGES,
     _SECTIONS,
     FIRST_DEPOSIT_INDEX,
     ChainConfig,
@@ -23,6 +22,7 @@ from ctripd.config import (
     NativeAsset,
     Token,
     load_config,
+    range_of,
     read_secret,
 )
 
@@ -267,7 +267,7 @@ def test_every_numeric_key_is_bounded_and_tested() -> None:
             kinds = {*typing.get_args(hints[f.name]), hints[f.name]}
             if kinds & {int, float, list[int]}:
                 numeric.add(f"{prefix}{f.name}")
-                assert f.name in _RANGES.get(cls, {}), f"{prefix}{f.name} has no range"
+                assert range_of(cls, f.name) is not None, f"{prefix}{f.name} has no range"
     assert numeric == {k for k, _, _ in TOML_CASES} | {k for k, _, _ in CHAIN_CASES}
 
 
