@@ -69,7 +69,7 @@ faults: devtools browser
 # Rebuild the dev/test contract artifacts (ctripd/dev/contracts/build, shipped in the package
 # for `ctripd dev`) from their sources in contracts/.
 tokens: devtools
-	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build TestToken.sol UsdtLikeToken.sol Forwarder.sol
+	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build TestToken.sol UsdtLikeToken.sol Forwarder.sol FalseToken.sol
 
 bench: devtools
 	$(BIN)/python -m bench.create_payments

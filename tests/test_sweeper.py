@@ -64,12 +64,14 @@ class Rig:
     rpc: RpcClient
     anvil: AnvilProcess
     now: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    sweepers: list[Sweeper] = dataclasses.field(default_factory=list)
 
     def sweeper(
         self, chain: ChainConfig | None = None, gas_index: int = 0, **kwargs: Any
     ) -> Sweeper:
-        return Sweeper(
+        sweeper = Sweeper(
             chain or self.chain,
+            self.config.database.dsn,
             self.pool,
             self.rpc,
             WALLET,
@@ -77,6 +79,8 @@ class Rig:
             clock=lambda: self.now,
             **kwargs,
         )
+        self.sweepers.append(sweeper)
+        return sweeper
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -269,6 +273,8 @@ async def make_rig(
         try:
             yield rig
         finally:
+            for sweeper in rig.sweepers:
+                await sweeper.close()
             # Pending transactions would survive the snapshot revert into the next test too.
             anvil.rpc("anvil_dropAllTransactions")
             anvil.rpc("evm_setAutomine", [True])
@@ -642,6 +648,8 @@ async def test_crash_between_signing_a_replacement_and_sending_it(rig: Rig) -> N
     (first,) = await rig.sweeps()
     rig.rpc_sync("anvil_setNextBlockBaseFeePerGas", [hex(100 * GWEI)])
     rig.mine()
+    # Anvil drops the underpriced transaction and refuses it again: only a new price helps.
+    await rig.sweeper().run_once()
     rig.advance(rig.chain.replace_after)
     with pytest.raises(InjectedCrash):
         await rig.sweeper(crash_at=Step.SIGNED).run_once()
@@ -723,6 +731,7 @@ async def test_replacement_never_exceeds_the_fee_cap(rig: Rig) -> None:
     assert int(sweep["max_fee_per_gas"]) == capped.max_fee_per_gas
     rig.rpc_sync("anvil_setNextBlockBaseFeePerGas", [hex(100 * GWEI)])
     rig.mine()
+    await sweeper.run_once()  # refused for its fee when sent again
     rig.advance(capped.replace_after)
     with structlog.testing.capture_logs() as logs:
         await sweeper.run_once()
@@ -944,8 +953,8 @@ async def test_watch_only_or_sweep_off_disables_sweeping_with_one_log_line(
             (off_config, WALLET, "sweep = false"),
         ):
             with structlog.testing.capture_logs() as logs:
-                assert make_sweepers(config, pool, rpcs, wallet) == {}
+                assert make_sweepers(config, "", pool, rpcs, wallet) == {}
             (line,) = logs
             assert line["event"] == "sweep.disabled" and reason in line["reason"]
-        on = make_sweepers(write_config(), pool, rpcs, WALLET)
+        on = make_sweepers(write_config(), "", pool, rpcs, WALLET)
         assert list(on) == ["anvil"]

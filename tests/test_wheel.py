@@ -111,7 +111,7 @@ def test_wheel_migrates_and_checks_from_any_directory(
 
     migrated = run(ctripd, "--config", config, "migrate", cwd=elsewhere)
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.startswith("applied 8 migration(s): 0001.initial-schema,")
+    assert migrated.stdout.startswith("applied 9 migration(s): 0001.initial-schema,")
     again = run(ctripd, "--config", config, "migrate", cwd=elsewhere)
     assert again.stdout.strip() == "applied 0 migration(s)", again.stdout + again.stderr
 

@@ -43,7 +43,7 @@ def _artifact(name: str, ext: str) -> str:
 
 @cache
 def abi(name: str) -> list[dict[str, Any]]:
-    """The ABI of a test contract ("TestToken", "UsdtLikeToken", "Forwarder")."""
+    """The ABI of a test contract ("TestToken", "UsdtLikeToken", "Forwarder", "FalseToken")."""
     loaded: list[dict[str, Any]] = json.loads(_artifact(name, "abi"))
     return loaded
 
@@ -95,6 +95,11 @@ def deploy_test_tokens(rpc_url: str, deployer: str) -> dict[str, tuple[str, int]
         spec.symbol: (deploy_token(rpc_url, kind, deployer), spec.decimals)
         for kind, spec in TOKEN_KINDS.items()
     }
+
+
+def deploy_false_token(rpc_url: str, deployer: str) -> str:
+    """Deploy the FalseToken (6 decimals), whose `transfer` returns false and moves nothing."""
+    return _deploy(rpc_url, "FalseToken", deployer)
 
 
 def deploy_forwarder(rpc_url: str, deployer: str) -> str:

@@ -159,12 +159,14 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
                 expected_chain_id=chain.chain_id,
             )
             app[RPC][chain.name] = rpc
-            # The watcher holds its own connection: the chain's leadership lock lives on it.
+            # Watcher and sweeper hold their own connections: the chain's locks live on them.
             app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
-        app[SWEEPERS] = make_sweepers(config, pool, app[RPC], app[WALLET])
+        app[SWEEPERS] = make_sweepers(config, dsn, pool, app[RPC], app[WALLET])
         yield
         for watcher in app[WATCHERS].values():
             await watcher.close()
+        for sweeper in app[SWEEPERS].values():
+            await sweeper.close()
 
     return ctx
 

@@ -21,6 +21,14 @@ transaction *before* anything is sent:
 - Balances are read at the block `confirmations` deep, so unconfirmed deposits are never swept.
 - Only `confirmed` payments are swept (paid-late ones too, once confirmed). Funds at expired or
   canceled payments stay where they are: they may be owed back to the payer, an operator decision.
+- Every signature, first or replacement, passes the signing policy (`jobs.policy`) at that
+  moment; a row it refuses is `refused`, logged at critical level and counted in `/metrics`.
+- A stuck transaction is replaced only while the node holds it; one the node refused or forgot
+  is sent again as it is, so fees never compound on transactions no node has seen.
+- A token sweep is done only when its receipt carries the token's Transfer of the amount to the
+  treasury; a token that returns false or takes a fee fails the sweep with the reason.
+- The run lock lives on a connection of its own, so a run never holds a pool connection while
+  it waits on the node, and any number of chains sweep with a small pool.
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ import structlog
 from eth_account import Account
 from eth_account.datastructures import SignedTransaction
 
-from ctripd.chain.evm import balance_of_data, transfer_data
+from ctripd import db
+from ctripd.chain.evm import TRANSFER_TOPIC, balance_of_data, transfer_data
 from ctripd.chain.fees import Fee, FeeCapError, current_fee, replacement_fee
 from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
+from ctripd.jobs.policy import Intent, PolicyRefusal, SigningPolicy
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
 
@@ -50,14 +60,14 @@ Q = queries("sweeper")
 log = structlog.get_logger(__name__)
 
 NATIVE_GAS = 21_000
-# A top-up leaves room for the fee to rise by a quarter before the token transfer is signed.
-TOPUP_HEADROOM = (5, 4)
 # Safety margin on eth_estimateGas of a token transfer; unused gas is not paid.
 GAS_MARGIN = (6, 5)
 MAX_RETRY_DELAY = 300.0
 # A native balance that does not pay the fee is looked at again after this many seconds.
 FEE_WAIT = 600.0
 PLAN_LIMIT = 200
+# How long a sweeper waits for a pooled connection before the round gives up.
+ACQUIRE_TIMEOUT = 10.0
 
 
 class Step(enum.Enum):
@@ -123,7 +133,7 @@ def disabled_reason(config: Config, wallet: Wallet) -> str | None:
 
 
 def make_sweepers(
-    config: Config, pool: asyncpg.Pool, rpcs: dict[str, RpcClient], wallet: Wallet
+    config: Config, dsn: str, pool: asyncpg.Pool, rpcs: dict[str, RpcClient], wallet: Wallet
 ) -> dict[str, Sweeper]:
     """One sweeper per chain, or none, with one log line at start saying why."""
     reason = disabled_reason(config, wallet)
@@ -131,7 +141,7 @@ def make_sweepers(
         log.warning("sweep.disabled", reason=reason)
         return {}
     return {
-        c.name: Sweeper(c, pool, rpcs[c.name], wallet, config.wallet.gas_wallet_index)
+        c.name: Sweeper(c, dsn, pool, rpcs[c.name], wallet, config.wallet.gas_wallet_index)
         for c in config.chains
     }
 
@@ -140,6 +150,7 @@ class Sweeper:
     def __init__(
         self,
         chain: ChainConfig,
+        dsn: str,
         pool: asyncpg.Pool,
         rpc: RpcClient,
         wallet: Wallet,
@@ -149,11 +160,15 @@ class Sweeper:
         crash_at: Step | None = None,
     ) -> None:
         self.chain = chain
+        self.dsn = dsn
         self.pool = pool
         self.rpc = rpc
         self.wallet = wallet
         self.gas_index = gas_wallet_index
         self.gas_address = wallet.address(gas_wallet_index)
+        self.policy = SigningPolicy(chain, wallet, gas_wallet_index)
+        # The run lock's own connection (never a pooled one), opened on first use.
+        self._lock_conn: asyncpg.Connection | None = None
         self.clock = clock
         self.crash_at = crash_at
         # Consecutive planning failures per address, for the back-off's doubling.
@@ -183,14 +198,26 @@ class Sweeper:
 
     @contextlib.asynccontextmanager
     async def _run_lock(self) -> AsyncIterator[bool]:
+        """One sweeper per chain across processes: a session lock on a connection of its own,
+        held for the run while the run's database work uses short pooled connections."""
         key = f"ctripd.sweep:{self.chain.name}"
-        async with self.pool.acquire() as conn:
-            held: bool = await conn.fetchval(Q["try_run_lock"], key)
-            try:
-                yield held
-            finally:
-                if held:
-                    await conn.fetchval(Q["run_unlock"], key)
+        if self._lock_conn is None or self._lock_conn.is_closed():
+            self._lock_conn = await db.connect(self.dsn)
+        conn = self._lock_conn
+        held: bool = await conn.fetchval(Q["try_run_lock"], key)
+        try:
+            yield held
+        finally:
+            if held and not conn.is_closed():
+                await conn.fetchval(Q["run_unlock"], key)
+
+    async def close(self) -> None:
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+            self._lock_conn = None
+
+    def _acquire(self) -> Any:
+        return self.pool.acquire(timeout=ACQUIRE_TIMEOUT)
 
     def _sweep_log(self, row: asyncpg.Record) -> Any:
         """The log of one sweep's transaction: chain, sweep and nonce bound."""
@@ -219,7 +246,12 @@ class Sweeper:
         for row in rows:
             try:
                 await self._advance_one(row, versions[row["id"]], head)
+            except InjectedCrash:
+                raise
             except RpcError as exc:
+                self._log_check_failed(row, exc)
+            except Exception as exc:  # one bad sweep never stops the others
+                log.exception("sweep.advance_failed", chain=self.chain.name, sweep=row["id"])
                 self._log_check_failed(row, exc)
 
     def _log_check_failed(self, row: asyncpg.Record, exc: Exception) -> None:
@@ -250,17 +282,22 @@ class Sweeper:
             return
         current = versions[-1]
         age = (self.clock() - current["signed_at"]).total_seconds()
-        if row["status"] == "signed" and not (row["attempts"] and age >= self.chain.replace_after):
+        if row["status"] == "signed" and not row["attempts"]:
             await self._send(row, current)
             return
-        if age >= self.chain.replace_after:
-            problem = await self._replace(row, current, head)
-            if problem is None:
-                return
-            await self._retry_later(row, problem, "sweep.replace_failed")
-        if await self.rpc.call("eth_getTransactionByHash", [current["tx_hash"]]) is None:
+        held = await self.rpc.call("eth_getTransactionByHash", [current["tx_hash"]]) is not None
+        if not held and not (age >= self.chain.replace_after and _fee_refused(row["error"])):
+            # Refused (no funds yet) or forgotten: the same bytes again. Re-pricing would raise
+            # the fee of a transaction no node holds, again every round it stays unfunded.
             log.info("sweep.rebroadcast", chain=self.chain.name, sweep=row["id"])
             await self._send(row, current)
+            return
+        # Held and stuck, or refused for its fee (the base fee rose above it): a new version,
+        # priced from today's fee.
+        if age >= self.chain.replace_after:
+            problem = await self._replace(row, current, head)
+            if problem is not None:
+                await self._retry_later(row, problem, "sweep.replace_failed")
 
     async def _send(self, row: asyncpg.Record, version: asyncpg.Record) -> None:
         """Send the stored raw transaction; any refusal is settled by asking whether the node
@@ -303,9 +340,15 @@ class Sweeper:
         block = _uint(receipt["blockNumber"])
         gas_used = _uint(receipt["gasUsed"])
         price = _uint(receipt.get("effectiveGasPrice") or hex(int(version["gas_price"] or 0)))
-        status = "confirmed" if ok else "failed"
         error = None if ok else f"reverted in block {block}"
-        async with self.pool.acquire() as conn, conn.transaction():
+        if ok and row["kind"] == "token" and not _moved(row, int(version["amount"]), receipt):
+            ok = False
+            error = (
+                f"mined in block {block} without a Transfer of {int(version['amount'])} to the "
+                "treasury (the token returned false, took a fee or moved less)"
+            )
+        status = "confirmed" if ok else "failed"
+        async with self._acquire() as conn, conn.transaction():
             done = await conn.fetchrow(
                 Q["finish_mined"],
                 row["id"],
@@ -384,11 +427,23 @@ class Sweeper:
             if balance < gas * fee.per_gas:
                 await self._top_up_for_replacement(row, gas * fee.per_gas - balance, fee)
                 return "waiting for a gas top-up to pay the higher fee"
-        signed = self._sign(row, amount, fee)
+        intent = Intent(
+            kind=row["kind"],
+            index=int(row["from_index"]),
+            sender=row["from_address"],
+            to=row["to_address"],
+            token=row["token_address"],
+            amount=amount,
+        )
+        try:
+            signed = await self._sign(intent, int(row["nonce"]), int(row["gas_limit"]), fee)
+        except PolicyRefusal as exc:
+            await self._refuse(row, str(exc))
+            return None
         now = self.clock()
         tx_hash = signed.hash.to_0x_hex()
         raw = signed.raw_transaction.to_0x_hex()
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             await _insert_version(conn, row["id"], tx_hash, raw, amount, fee, now)
             await conn.execute(
                 Q["replace_current"],
@@ -416,14 +471,13 @@ class Sweeper:
         payments = [
             p["payment_id"] for p in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
         ]
-        top_up = short * TOPUP_HEADROOM[0] // TOPUP_HEADROOM[1]
         sweep_id = await self._create(
             kind="gas_topup",
             index=self.gas_index,
             sender=self.gas_address,
             to=row["from_address"],
             token=None,
-            amount=top_up,
+            amount=short,
             gas=NATIVE_GAS,
             fee=fee,
             covered=[(p, 0) for p in payments],
@@ -488,7 +542,11 @@ class Sweeper:
                     if token is None
                     else self._plan_token(group, token_balance, native, fee)
                 )
-            except RpcError as exc:
+            except InjectedCrash:
+                raise
+            except Exception as exc:  # one bad group never stops the chain's planning
+                if not isinstance(exc, RpcError):
+                    log.exception("sweep.plan_error", chain=self.chain.name, address=address)
                 failures = self._plan_failures.get(address, 0) + 1
                 self._plan_failures[address] = failures
                 delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**failures)
@@ -513,7 +571,7 @@ class Sweeper:
         await self.pool.execute(Q["defer_sweep"], [p["id"] for p in group.payments], not_before)
 
     async def _mark_dust(self, group: _Group, balance: int) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             for payment_id, covered in group.covered:
                 await conn.execute(Q["mark_dust"], payment_id, covered)
         log.info(
@@ -596,7 +654,7 @@ class Sweeper:
                 sender=self.gas_address,
                 to=group.address,
                 token=None,
-                amount=need * TOPUP_HEADROOM[0] // TOPUP_HEADROOM[1] - native,
+                amount=need - native,
                 gas=NATIVE_GAS,
                 fee=fee,
                 covered=[(p, 0) for p, _ in group.covered],
@@ -631,13 +689,15 @@ class Sweeper:
         The nonce is the larger of the node's pending count and our highest stored nonce + 1,
         under a per-sender lock held to the commit: no two sweeps share one, none is skipped.
         """
+        intent = Intent(kind=kind, index=index, sender=sender, to=to, token=token, amount=amount)
+        # Asked before the lock: a lock never holds a pooled connection across network I/O.
+        pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
         now = self.clock()
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             await conn.execute(Q["nonce_lock"], f"ctripd.nonce:{self.chain.name}:{sender}")
             stored = await conn.fetchval(Q["max_nonce"], self.chain.name, sender)
-            pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
             nonce = max(pending, -1 if stored is None else stored + 1)
-            signed = self._sign_tx(index, sender, nonce, kind, to, token, amount, gas, fee)
+            signed = await self._sign(intent, nonce, gas, fee, conn)
             tx_hash = signed.hash.to_0x_hex()
             raw = signed.raw_transaction.to_0x_hex()
             sweep_id: int = await conn.fetchval(
@@ -680,38 +740,17 @@ class Sweeper:
 
     # ---- signing ----------------------------------------------------------------------------
 
-    def _sign(self, row: asyncpg.Record, amount: int, fee: Fee) -> SignedTransaction:
-        return self._sign_tx(
-            int(row["from_index"]),
-            row["from_address"],
-            int(row["nonce"]),
-            row["kind"],
-            row["to_address"],
-            row["token_address"],
-            amount,
-            int(row["gas_limit"]),
-            fee,
-        )
-
-    def _sign_tx(
-        self,
-        index: int,
-        sender: str,
-        nonce: int,
-        kind: str,
-        to: str,
-        token: str | None,
-        amount: int,
-        gas: int,
-        fee: Fee,
+    async def _sign(
+        self, intent: Intent, nonce: int, gas: int, fee: Fee, conn: Conn | None = None
     ) -> SignedTransaction:
-        if self.wallet.address(index) != sender:
-            raise RuntimeError(f"wallet index {index} does not derive {sender}")
-        if kind == "token":
-            assert token is not None
-            target, value, data = token, 0, transfer_data(to, amount)
+        """Check `intent` against the signing policy now, then sign it."""
+        await self.policy.check(conn if conn is not None else self.pool, intent)
+        if intent.kind == "token":
+            assert intent.token is not None
+            target, value = intent.token, 0
+            data = transfer_data(intent.to, intent.amount)
         else:
-            target, value, data = to, amount, "0x"
+            target, value, data = intent.to, intent.amount, "0x"
         tx: dict[str, Any] = {
             "chainId": self.chain.chain_id,
             "nonce": nonce,
@@ -721,8 +760,50 @@ class Sweeper:
             "gas": gas,
             **fee.tx_fields(),
         }
-        signed: SignedTransaction = Account.sign_transaction(tx, self.wallet.private_key(index))
+        signed: SignedTransaction = Account.sign_transaction(
+            tx, self.wallet.private_key(intent.index)
+        )
         return signed
+
+    async def _refuse(self, row: asyncpg.Record, reason: str) -> None:
+        """A row the policy refuses to sign is final: `refused`, with the rule it broke."""
+        await self.pool.execute(Q["refuse"], row["id"], f"refused by the signing policy: {reason}")
+        log.critical(
+            "sweep.policy_refused",
+            chain=self.chain.name,
+            sweep=row["id"],
+            kind=row["kind"],
+            sender=row["from_address"],
+            to=row["to_address"],
+            amount=str(int(row["amount"])),
+            reason=reason,
+        )
+
+
+# Node refusals that name the fee: only a new price gets such a transaction mined.
+_FEE_REFUSALS = ("underpriced", "fee too low", "less than block base fee", "fee cap")
+
+
+def _fee_refused(error: str | None) -> bool:
+    return error is not None and any(reason in error.lower() for reason in _FEE_REFUSALS)
+
+
+def _moved(row: asyncpg.Record, amount: int, receipt: dict[str, Any]) -> bool:
+    """Whether the receipt holds the token's Transfer of `amount` from the deposit address to
+    the sweep's recipient: the only proof the tokens arrived."""
+    sender, to = row["from_address"].lower(), row["to_address"].lower()
+    for entry in receipt.get("logs") or []:
+        topics = entry.get("topics") or []
+        if (
+            len(topics) == 3
+            and topics[0] == TRANSFER_TOPIC
+            and str(entry.get("address", "")).lower() == str(row["token_address"]).lower()
+            and "0x" + topics[1][-40:].lower() == sender
+            and "0x" + topics[2][-40:].lower() == to
+            and int(entry.get("data") or "0x0", 16) == amount
+        ):
+            return True
+    return False
 
 
 def _opt_int(value: Any) -> int | None:

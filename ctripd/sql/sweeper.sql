@@ -116,3 +116,7 @@ UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
 FROM sweep_payments sp
 WHERE sp.sweep_id = $1 AND p.id = sp.payment_id
 RETURNING p.id, p.decimals, p.asset;
+
+-- name: refuse
+UPDATE sweeps SET status = 'refused', error = $2, updated_at = now()
+WHERE id = $1 AND status IN ('signed', 'broadcast');

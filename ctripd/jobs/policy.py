@@ -1,0 +1,93 @@
+"""The signing policy: what the sweeper may sign, checked against the config and the ledger at
+the moment it signs, never against the row it signs from (SPEC §12). Database write access
+alone must not move funds: a row that asks for anything else is refused.
+
+- A sweep (`native`, `token`) goes from a deposit address, derived at the index the ledger
+  records for a payment on this chain at that address, only to the chain's treasury; a token
+  sweep only moves a configured token that a payment at that address is in.
+- A gas top-up goes only from the gas wallet, only to the deposit address of a confirmed token
+  payment on this chain, and at most the gas a token transfer may use (`TOPUP_GAS_CEILING`) at
+  the chain's fee cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from ctripd.chain.wallet import Wallet
+from ctripd.config import ChainConfig
+from ctripd.db import Conn, queries
+from ctripd.errors import CtripdError
+
+Q = queries("policy")
+
+KINDS = ("native", "token", "gas_topup")
+# More gas than any ERC-20 transfer of a configured token needs; bounds a top-up's value.
+TOPUP_GAS_CEILING = 300_000
+
+
+class PolicyRefusal(CtripdError):
+    """A transaction outside the signing policy; nothing was signed."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One transaction to sign, as the policy sees it."""
+
+    kind: str
+    index: int
+    sender: str
+    to: str
+    token: str | None
+    amount: int
+
+
+class SigningPolicy:
+    def __init__(self, chain: ChainConfig, wallet: Wallet, gas_index: int) -> None:
+        self.chain = chain
+        self.wallet = wallet
+        self.gas_index = gas_index
+
+    async def check(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        """Raise PolicyRefusal, naming the rule, unless the policy allows `intent`."""
+        if intent.kind not in KINDS:
+            raise PolicyRefusal(f"unknown kind {intent.kind!r}")
+        if intent.amount <= 0:
+            raise PolicyRefusal(f"amount {intent.amount} is not positive")
+        if self.wallet.address(intent.index) != intent.sender:
+            raise PolicyRefusal(f"index {intent.index} does not derive {intent.sender}")
+        if intent.kind == "gas_topup":
+            await self._check_top_up(conn, intent)
+        else:
+            await self._check_sweep(conn, intent)
+
+    async def _check_sweep(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        if intent.to != self.chain.treasury:
+            raise PolicyRefusal(f"{intent.to} is not the treasury of chain {self.chain.name}")
+        if intent.kind == "token":
+            configured = {t.address.lower() for t in self.chain.tokens.values()}
+            if intent.token is None or intent.token.lower() not in configured:
+                raise PolicyRefusal(f"{intent.token} is not a token of chain {self.chain.name}")
+        elif intent.token is not None:
+            raise PolicyRefusal("a native sweep names a token")
+        found = await conn.fetchval(
+            Q["deposit_of"], self.chain.name, intent.sender, intent.index, intent.token
+        )
+        if not found:
+            raise PolicyRefusal(
+                f"{intent.sender} (index {intent.index}) holds no payment of this chain in "
+                "this asset"
+            )
+
+    async def _check_top_up(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        if intent.index != self.gas_index:
+            raise PolicyRefusal(f"a top-up from index {intent.index}, not the gas wallet")
+        if intent.token is not None:
+            raise PolicyRefusal("a top-up names a token")
+        ceiling = TOPUP_GAS_CEILING * self.chain.max_fee_per_gas
+        if intent.amount > ceiling:
+            raise PolicyRefusal(f"top-up of {intent.amount} above the ceiling {ceiling}")
+        if not await conn.fetchval(Q["top_up_target"], self.chain.name, intent.to):
+            raise PolicyRefusal(f"{intent.to} is no deposit address of a confirmed token payment")

@@ -1,0 +1,14 @@
+-- name: deposit_of
+-- A payment of chain $1 at address $2, derived at index $3, in asset $4 (NULL: any asset, for
+-- native coin at the address).
+SELECT EXISTS (
+    SELECT 1 FROM payments
+    WHERE lower(address) = lower($2) AND chain = $1 AND address_index = $3
+      AND ($4::text IS NULL OR lower(token_address) = lower($4)));
+
+-- name: top_up_target
+-- A confirmed token payment of chain $1 at address $2.
+SELECT EXISTS (
+    SELECT 1 FROM payments
+    WHERE lower(address) = lower($2) AND chain = $1 AND token_address IS NOT NULL
+      AND status = 'confirmed');
