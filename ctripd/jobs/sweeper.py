@@ -66,6 +66,8 @@ MAX_RETRY_DELAY = 300.0
 # A native balance that does not pay the fee is looked at again after this many seconds.
 FEE_WAIT = 600.0
 PLAN_LIMIT = 200
+# Deposit addresses looked at for native change per round.
+CHANGE_LIMIT = 50
 # How long a sweeper waits for a pooled connection before the round gives up.
 ACQUIRE_TIMEOUT = 10.0
 
@@ -187,6 +189,7 @@ class Sweeper:
             head = await self.rpc.block_number()
             await self._advance(head)
             new = await self._plan(head)
+            new += await self._plan_change(head)
             if new:
                 rows = await self.pool.fetch(Q["sweeps_by_id"], new)
                 versions = await self._versions(rows)
@@ -563,6 +566,54 @@ class Sweeper:
             if sweep_id is not None:
                 new.append(sweep_id)
                 busy.add(address)
+        return new
+
+    async def _plan_change(self, head: int) -> list[int]:
+        """Native coin left at deposit addresses by gas top-ups, after their token sweeps, goes
+        to the treasury when what arrives exceeds what the transfer likely costs; otherwise it
+        stays, and the address is not looked at again until its next token sweep."""
+        due = await self.pool.fetch(Q["change_due"], self.chain.name, CHANGE_LIMIT)
+        if not due:
+            return []
+        safe = hex(self._safe_block(head))
+        try:
+            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            balances = await self.rpc.batch([("eth_getBalance", [r["address"], safe]) for r in due])
+        except (FeeCapError, RpcError) as exc:
+            log.warning("sweep.change_deferred", chain=self.chain.name, error=str(exc))
+            return []
+        new: list[int] = []
+        for row, answer in zip(due, balances, strict=True):
+            address, balance = row["address"], _uint(answer)
+            try:
+                gas = await self._native_gas(address)
+                amount = min(balance - gas * fee.per_gas, int(row["change"]))
+                # What arrives must exceed what the transfer will likely burn.
+                if amount > gas * fee.expected_per_gas:
+                    new.append(
+                        await self._create(
+                            kind="native",
+                            index=int(row["index"]),
+                            sender=address,
+                            to=self.chain.treasury,
+                            token=None,
+                            amount=amount,
+                            gas=gas,
+                            fee=fee,
+                            covered=[],
+                        )
+                    )
+            except InjectedCrash:
+                raise
+            except Exception as exc:  # the others' change is still looked at
+                log.warning(
+                    "sweep.change_failed",
+                    chain=self.chain.name,
+                    address=address,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            await self.pool.execute(Q["change_checked"], self.chain.name, [address])
         return new
 
     async def _defer(self, group: _Group, seconds: float) -> None:

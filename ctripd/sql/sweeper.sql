@@ -11,7 +11,8 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 
 -- name: due_payments
 -- Confirmed payments whose confirmed amount is not yet covered by a sweep (or a dust check),
--- with no sweep of theirs in flight, outside the back-off after failed sweeps
+-- with no sweep of theirs in flight or refused by the signing policy (a tampered row: the
+-- operator looks first), outside the back-off after failed sweeps
 -- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
 SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
        p.amount_confirmed,
@@ -22,7 +23,7 @@ WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_c
   AND (p.sweep_not_before IS NULL OR p.sweep_not_before <= $2)
   AND NOT EXISTS (
       SELECT 1 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
-      WHERE sp.payment_id = p.id AND s.status IN ('signed', 'broadcast'))
+      WHERE sp.payment_id = p.id AND s.status IN ('signed', 'broadcast', 'refused'))
   AND COALESCE((
       SELECT max(s.updated_at) + interval '1 minute' * 2 ^ least(count(*) - 1, 9)
       FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
@@ -120,3 +121,33 @@ RETURNING p.id, p.decimals, p.asset;
 -- name: refuse
 UPDATE sweeps SET status = 'refused', error = $2, updated_at = now()
 WHERE id = $1 AND status IN ('signed', 'broadcast');
+
+-- name: change_due
+-- Deposit addresses whose token sweep is confirmed and whose native change was not looked at
+-- since, with nothing in flight from or to them and no payment of theirs still due.
+-- `change` is what top-ups brought and sweeps did not spend: the most that may go back (other
+-- native coin there, such as a payer's wrong-asset transfer, is held, not change).
+SELECT DISTINCT s.from_address AS address, s.from_index AS index,
+       (SELECT COALESCE(sum(t.amount), 0) FROM sweeps t
+        WHERE t.chain = s.chain AND t.kind = 'gas_topup' AND t.status = 'confirmed'
+          AND t.to_address = s.from_address)
+       - (SELECT COALESCE(sum(f.fee), 0) FROM sweeps f
+          WHERE f.chain = s.chain AND f.from_address = s.from_address AND f.fee IS NOT NULL)
+       - (SELECT COALESCE(sum(n.amount), 0) FROM sweeps n
+          WHERE n.chain = s.chain AND n.kind = 'native' AND n.status = 'confirmed'
+            AND n.from_address = s.from_address) AS change
+FROM sweeps s
+WHERE s.chain = $1 AND s.kind = 'token' AND s.status = 'confirmed' AND NOT s.change_checked
+  AND NOT EXISTS (
+      SELECT 1 FROM sweeps o
+      WHERE o.chain = s.chain AND o.status IN ('signed', 'broadcast', 'refused')
+        AND (o.from_address = s.from_address OR o.to_address = s.from_address))
+  AND NOT EXISTS (
+      SELECT 1 FROM payments p
+      WHERE lower(p.address) = lower(s.from_address) AND p.chain = s.chain
+        AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered)
+LIMIT $2;
+
+-- name: change_checked
+UPDATE sweeps SET change_checked = true
+WHERE chain = $1 AND from_address = ANY($2::text[]) AND kind = 'token' AND status = 'confirmed';
