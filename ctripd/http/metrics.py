@@ -46,7 +46,7 @@ QC = queries("chains")
 log = structlog.get_logger(__name__)
 
 SWEEP_KINDS = ("native", "token", "gas_topup")
-SWEEP_STATUSES = ("signed", "broadcast", "confirmed", "failed")
+SWEEP_STATUSES = ("signed", "broadcast", "confirmed", "failed", "refused")
 # Webhook delivery latency buckets, in milliseconds (the delivery timeout defaults to 10 s).
 LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 SCRAPE_STATEMENT_TIMEOUT = "5s"

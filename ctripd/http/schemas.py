@@ -246,6 +246,7 @@ def _payment_schemas(config: Config) -> Doc:
                                 "broadcast",
                                 "confirmed",
                                 "failed",
+                                "refused",
                             ],
                         },
                         "tx_hash": {"type": "string", "nullable": True},
