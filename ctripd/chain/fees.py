@@ -21,9 +21,6 @@ class Fee:
     max_fee: int | None = None
     tip: int | None = None
     gas_price: int | None = None
-    # The next block's base fee when the fee was read: what a transaction will likely pay per
-    # gas is base + tip, well under the max fee it must be able to afford.
-    base: int | None = None
 
     @property
     def eip1559(self) -> bool:
@@ -35,13 +32,6 @@ class Fee:
         value = self.max_fee if self.max_fee is not None else self.gas_price
         assert value is not None
         return value
-
-    @property
-    def expected_per_gas(self) -> int:
-        """What the transaction will likely pay per unit of gas if mined soon."""
-        if self.base is not None and self.tip is not None:
-            return min(self.per_gas, self.base + self.tip)
-        return self.per_gas
 
     def tx_fields(self) -> dict[str, int]:
         if self.eip1559:
@@ -71,7 +61,7 @@ async def current_fee(rpc: RpcClient, cap: int) -> Fee:
     tip = int(tip_hex, 16)
     if base + tip > cap:
         raise FeeCapError(f"base fee {base} + tip {tip} above the cap {cap}")
-    return Fee(max_fee=min(cap, 2 * base + tip), tip=tip, base=base)
+    return Fee(max_fee=min(cap, 2 * base + tip), tip=tip)
 
 
 def _min_bump(old: int) -> int:

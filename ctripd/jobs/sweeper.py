@@ -388,14 +388,7 @@ class Sweeper:
 
     async def _fail_unmined(self, row: asyncpg.Record, reason: str) -> None:
         await self.pool.execute(Q["fail_unmined"], row["id"], reason, self.clock())
-        log.error(
-            "sweep.failed",
-            chain=self.chain.name,
-            sweep=row["id"],
-            kind=row["kind"],
-            nonce=row["nonce"],
-            reason=reason,
-        )
+        self._sweep_log(row).error("sweep.failed", kind=row["kind"], reason=reason)
 
     async def _replace(self, row: asyncpg.Record, current: asyncpg.Record, head: int) -> str | None:
         """Re-sign the same nonce with higher fees (never above the cap); a native sweep sends
@@ -570,7 +563,7 @@ class Sweeper:
 
     async def _plan_change(self, head: int) -> list[int]:
         """Native coin left at deposit addresses by gas top-ups, after their token sweeps, goes
-        to the treasury when what arrives exceeds what the transfer likely costs; otherwise it
+        to the treasury when what arrives exceeds the most the transfer may cost; otherwise it
         stays, and the address is not looked at again until its next token sweep."""
         due = await self.pool.fetch(Q["change_due"], self.chain.name, CHANGE_LIMIT)
         if not due:
@@ -587,9 +580,10 @@ class Sweeper:
             address, balance = row["address"], _uint(answer)
             try:
                 gas = await self._native_gas(address)
-                amount = min(balance - gas * fee.per_gas, int(row["change"]))
-                # What arrives must exceed what the transfer will likely burn.
-                if amount > gas * fee.expected_per_gas:
+                cost = gas * fee.per_gas
+                amount = min(balance - cost, int(row["change"]))
+                # What arrives must exceed the most the transfer may cost.
+                if amount > cost:
                     new.append(
                         await self._create(
                             kind="native",
@@ -819,10 +813,8 @@ class Sweeper:
     async def _refuse(self, row: asyncpg.Record, reason: str) -> None:
         """A row the policy refuses to sign is final: `refused`, with the rule it broke."""
         await self.pool.execute(Q["refuse"], row["id"], f"refused by the signing policy: {reason}")
-        log.critical(
+        self._sweep_log(row).critical(
             "sweep.policy_refused",
-            chain=self.chain.name,
-            sweep=row["id"],
             kind=row["kind"],
             sender=row["from_address"],
             to=row["to_address"],
