@@ -114,6 +114,7 @@ class DatabaseConfig:
     dsn: str = ""
     pool_min: int = field(default=2, metadata=_bounded(0))
     pool_max: int = field(default=10, metadata=_bounded(1))
+    acquire_timeout: float = field(default=10.0, metadata=_bounded(0, MAX_SECONDS, open=True))
 
 
 @dataclass(frozen=True)

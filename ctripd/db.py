@@ -17,7 +17,7 @@ import subprocess
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
@@ -158,26 +158,46 @@ SERVER_SETTINGS = {
 }
 
 
+class _Pool(asyncpg.Pool):
+    """A pool whose every acquisition gives up after `acquire_timeout` seconds (asyncpg waits
+    for ever by default): a starved pool is an error that is logged and answered, never a hang.
+    `pool.fetch()` and the other shortcuts acquire through here too."""
+
+    acquire_timeout: float = 10.0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
 async def create_pool(
     dsn: str,
     min_size: int = 2,
     max_size: int = 10,
     reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    acquire_timeout: float = 10.0,
 ) -> asyncpg.Pool:
-    """A pool with the daemon's codecs and keepalives; `reset` replaces asyncpg's reset query
-    on release, for users that leave no session state."""
+    """A pool with the daemon's codecs, keepalives and acquisition timeout; `reset` replaces
+    asyncpg's reset query on release, for users that leave no session state."""
+    pool = _Pool(
+        dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        connect=None,
+        setup=None,
+        init=_init_connection,
+        reset=reset,
+        loop=None,
+        server_settings=SERVER_SETTINGS,
+    )
+    pool.acquire_timeout = acquire_timeout
     try:
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            init=_init_connection,
-            reset=reset,
-            server_settings=SERVER_SETTINGS,
-        )
+        await pool
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from exc
-    assert pool is not None
     return pool
 
 

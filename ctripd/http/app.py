@@ -108,7 +108,9 @@ async def _begin_stop(app: web.Application) -> None:
 def _pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG].database
-        app[POOL] = await db.create_pool(dsn, cfg.pool_min, cfg.pool_max)
+        app[POOL] = await db.create_pool(
+            dsn, cfg.pool_min, cfg.pool_max, acquire_timeout=cfg.acquire_timeout
+        )
         yield
         await app[POOL].close()
 
@@ -127,7 +129,11 @@ def _api_pool_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         cfg = app[CONFIG].database
         app[API_POOL] = await db.create_pool(
-            dsn, cfg.pool_min, cfg.pool_max, reset=_no_session_reset
+            dsn,
+            cfg.pool_min,
+            cfg.pool_max,
+            reset=_no_session_reset,
+            acquire_timeout=cfg.acquire_timeout,
         )
         yield
         await app[API_POOL].close()

@@ -68,8 +68,6 @@ FEE_WAIT = 600.0
 PLAN_LIMIT = 200
 # Deposit addresses looked at for native change per round.
 CHANGE_LIMIT = 50
-# How long a sweeper waits for a pooled connection before the round gives up.
-ACQUIRE_TIMEOUT = 10.0
 
 
 class Step(enum.Enum):
@@ -219,9 +217,6 @@ class Sweeper:
             await self._lock_conn.close()
             self._lock_conn = None
 
-    def _acquire(self) -> Any:
-        return self.pool.acquire(timeout=ACQUIRE_TIMEOUT)
-
     def _sweep_log(self, row: asyncpg.Record) -> Any:
         """The log of one sweep's transaction: chain, sweep and nonce bound."""
         return log.bind(chain=self.chain.name, sweep=row["id"], nonce=row["nonce"])
@@ -351,7 +346,7 @@ class Sweeper:
                 "treasury (the token returned false, took a fee or moved less)"
             )
         status = "confirmed" if ok else "failed"
-        async with self._acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             done = await conn.fetchrow(
                 Q["finish_mined"],
                 row["id"],
@@ -439,7 +434,7 @@ class Sweeper:
         now = self.clock()
         tx_hash = signed.hash.to_0x_hex()
         raw = signed.raw_transaction.to_0x_hex()
-        async with self._acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             await _insert_version(conn, row["id"], tx_hash, raw, amount, fee, now)
             await conn.execute(
                 Q["replace_current"],
@@ -616,7 +611,7 @@ class Sweeper:
         await self.pool.execute(Q["defer_sweep"], [p["id"] for p in group.payments], not_before)
 
     async def _mark_dust(self, group: _Group, balance: int) -> None:
-        async with self._acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             for payment_id, covered in group.covered:
                 await conn.execute(Q["mark_dust"], payment_id, covered)
         log.info(
@@ -738,7 +733,7 @@ class Sweeper:
         # Asked before the lock: a lock never holds a pooled connection across network I/O.
         pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
         now = self.clock()
-        async with self._acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["nonce_lock"], f"ctripd.nonce:{self.chain.name}:{sender}")
             stored = await conn.fetchval(Q["max_nonce"], self.chain.name, sender)
             nonce = max(pending, -1 if stored is None else stored + 1)

@@ -183,6 +183,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("server.max_lag_blocks", 0, "must be at least 1"),
     ("database.pool_min", -1, "must not be negative"),
     ("database.pool_max", 0, "must be at least 1"),
+    ("database.acquire_timeout", 0, f"must be positive and at most {365 * 86400}"),
     ("wallet.gas_wallet_index", -1, GAS_INDEX),
     ("wallet.gas_wallet_index", FIRST_DEPOSIT_INDEX, GAS_INDEX),
     ("payments.default_expiry", 0, BETWEEN_1_AND_A_YEAR),
