@@ -29,6 +29,9 @@ PUBLIC_CHAIN_IDS = frozenset({1, 10, 56, 100, 137, 250, 324, 8453, 42161, 43114,
 # Deposit addresses are derived from this index up (`address_index_seq START WITH 1000` in
 # migrations/0001): the gas wallet must stay below it, or it could be some payment's address.
 FIRST_DEPOSIT_INDEX = 1000
+# Where the gas wallet is derived: its own hardened account, or (as ctripd did before) the
+# deposit addresses' chain.
+GAS_WALLETS = ("hardened", "deposit-branch")
 # Longest duration any key accepts: more is a typo, and huge values overflow datetime arithmetic.
 MAX_SECONDS = 365 * 86400
 # Largest values of the Postgres INTEGER / BIGINT columns a key is stored in.
@@ -129,6 +132,9 @@ class WalletConfig:
             why=f"deposit addresses are derived from index {FIRST_DEPOSIT_INDEX} up",
         ),
     )
+    # "hardened": m/44'/60'/1'/0/<gas_wallet_index>; "deposit-branch": m/44'/60'/0'/0/<index>,
+    # beside the deposit addresses, as before the gas wallet had an account of its own.
+    gas_wallet: str = "hardened"
     sweep: bool = True
 
 
@@ -524,6 +530,8 @@ def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> N
         raise error("wallet.xpub", "set either mnemonic_file or xpub, not both")
     if not wallet.mnemonic_file and not wallet.xpub:
         raise error("wallet.mnemonic_file", "missing: set mnemonic_file or xpub")
+    if wallet.gas_wallet not in GAS_WALLETS:
+        raise error("wallet.gas_wallet", f"must be {' or '.join(GAS_WALLETS)}")
     ordered("database.pool_min", "database.pool_max")
     ordered("payments.min_expiry", "payments.default_expiry")
     ordered("payments.default_expiry", "payments.max_expiry")

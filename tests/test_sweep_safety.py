@@ -15,6 +15,7 @@ import structlog
 from test_sweeper import (
     ETH,
     FUNDER,
+    GAS,
     GWEI,
     OUTSIDER,
     TRANSFER_TOPIC,
@@ -28,7 +29,7 @@ from ctripd import db
 from ctripd.config import Config
 from ctripd.dev import tokens as devtokens
 from ctripd.dev.devnet import AnvilProcess
-from ctripd.jobs.policy import Intent, PolicyRefusal, SigningPolicy
+from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
 from ctripd.ledger.reconcile import reconcile
 
 
@@ -133,12 +134,16 @@ async def test_signing_policy_rules(token_rig: Rig) -> None:
     token = rig.token("TD6")
     await rig.pay_token("TD6", 1010, 10**6)
     await rig.pay_native(1011, ETH)
-    policy = SigningPolicy(rig.chain, WALLET, 0)
+    policy = SigningPolicy(rig.chain, WALLET, GasWallet.of(WALLET, 0, hardened=True))
     deposit, native_deposit = WALLET.address(1010), WALLET.address(1011)
     allowed = [
         Intent("token", 1010, deposit, TREASURY, token, 10**6),
         Intent("native", 1011, native_deposit, TREASURY, None, ETH),
         Intent("native", 1010, deposit, TREASURY, None, 1),  # change at a token payment
+        Intent("gas_topup", 0, GAS, deposit, None, 10**15),
+        # The former gas wallet (deposit chain, index 0: Anvil's FUNDER): what it still holds
+        # goes to the treasury; a top-up it had in flight may be re-signed.
+        Intent("native", 0, FUNDER, TREASURY, None, ETH),
         Intent("gas_topup", 0, FUNDER, deposit, None, 10**15),
     ]
     for intent in allowed:
@@ -150,9 +155,11 @@ async def test_signing_policy_rules(token_rig: Rig) -> None:
         "not a token": Intent("token", 1010, deposit, TREASURY, OUTSIDER, 10**6),
         "in this asset": Intent("token", 1011, native_deposit, TREASURY, token, 10**6),
         "not the gas wallet": Intent("gas_topup", 1011, native_deposit, deposit, None, 1),
-        "no deposit address": Intent("gas_topup", 0, FUNDER, OUTSIDER, None, 10**15),
-        "confirmed token payment": Intent("gas_topup", 0, FUNDER, native_deposit, None, 1),
-        "ceiling": Intent("gas_topup", 0, FUNDER, deposit, None, ETH),
+        "no deposit address": Intent("gas_topup", 0, GAS, OUTSIDER, None, 10**15),
+        "confirmed token payment": Intent("gas_topup", 0, GAS, native_deposit, None, 1),
+        "ceiling": Intent("gas_topup", 0, GAS, deposit, None, ETH),
+        "is not the treasury": Intent("native", 0, FUNDER, OUTSIDER, None, ETH),
+        "only native coin": Intent("token", 0, FUNDER, TREASURY, token, 1),
         "unknown kind": Intent("payout", 0, FUNDER, OUTSIDER, None, 1),
         "not positive": Intent("native", 1011, native_deposit, TREASURY, None, 0),
     }
@@ -165,7 +172,7 @@ async def test_an_unfunded_top_up_is_sent_again_never_repriced(token_rig: Rig) -
     """Item 2: with the gas wallet empty for two hours the top-up used to be re-signed ~50 times
     at +12.5 % each, and was mined at ~150× the normal fee once funded."""
     rig = token_rig
-    gas_wallet = WALLET.address(20)  # not one of Anvil's funded accounts
+    gas_wallet = WALLET.gas_address(20)  # not one of Anvil's funded accounts
     await rig.pay_token("TD6", 1020, 5 * 10**6)
     rig.mine()
     sweeper = rig.sweeper(gas_index=20)
@@ -287,3 +294,30 @@ async def test_top_up_change_goes_back_to_the_treasury(token_rig: Rig) -> None:
     assert len(await rig.sweeps()) == 3
     report = await reconcile(rig.pool, rig.rpc, rig.chain)
     assert report.mismatches == [] and report.in_flight == []
+
+
+async def test_the_former_gas_wallet_empties_into_the_treasury(token_rig: Rig) -> None:
+    """Item 4: the gas wallet moved off the deposit addresses' chain (one exported deposit key
+    plus the xpub gave it away); an existing install's former gas wallet sends what is left to
+    the treasury, once, through the same policy-checked signer."""
+    rig = token_rig
+    former = WALLET.address(21)
+    rig.rpc_sync("anvil_setBalance", [former, hex(ETH)])
+    await rig.pay_token("TD6", 1050, 10**6)
+    rig.mine()
+    await rig.settle(rig.sweeper(gas_index=21, gas_hardened=False))
+    topup = (await rig.sweeps("gas_topup"))[0]
+    assert topup["from_address"] == former
+    left, treasury = rig.balance(former), rig.balance(TREASURY)
+
+    rig.rpc_sync("anvil_setBalance", [WALLET.gas_address(21), hex(ETH)])
+    sweeper = rig.sweeper(gas_index=21)
+    for _ in range(3):
+        await sweeper.run_once()
+        rig.mine()
+    (moved,) = [s for s in await rig.sweeps("native") if s["from_address"] == former]
+    assert (moved["to_address"], moved["status"]) == (TREASURY, "confirmed")
+    assert rig.balance(TREASURY) - treasury == int(moved["amount"])
+    assert rig.balance(former) == left - int(moved["amount"]) - int(moved["fee"])
+    await rig.sweeper(gas_index=21).run_once()  # a fresh process looks once more: nothing left
+    assert len([s for s in await rig.sweeps("native") if s["from_address"] == former]) == 1

@@ -31,13 +31,14 @@ from ctripd.jobs.sweeper import FEE_WAIT, InjectedCrash, Step, Sweeper, make_swe
 from ctripd.ledger.objects import load_payment
 from ctripd.ledger.reconcile import reconcile
 
-FUNDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # Anvil account 0 = gas wallet (index 0)
+FUNDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # Anvil account 0: pays the payments
 TREASURY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # Anvil account 1
 OUTSIDER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"  # Anvil account 2
 ETH = 10**18
 GWEI = 10**9
 TRANSFER_TOPIC = Web3.keccak(text="Transfer(address,address,uint256)").to_0x_hex()
 WALLET = Wallet.from_mnemonic(TEST_MNEMONIC)
+GAS = WALLET.gas_address(0)  # the gas wallet, m/44'/60'/1'/0/0, funded by each rig
 _ids = itertools.count(1)
 
 
@@ -265,6 +266,7 @@ async def make_rig(
             for s, (a, d) in deployed.items()
         }
     config = write_config(chains=[chain_entry(anvil, **extra)])
+    anvil.rpc("anvil_setBalance", [GAS, hex(1000 * ETH)])
     (chain,) = config.chains
     await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
     # Anvil keeps the next block's base fee across evm_revert: put it back afterwards.
@@ -384,7 +386,7 @@ async def test_token_sweep_with_gas_top_up(token_rig: Rig, symbol: str) -> None:
 
     topup, sweep, *change = await rig.sweeps()
     assert (topup["kind"], topup["status"]) == ("gas_topup", "confirmed")
-    assert (topup["from_address"], topup["to_address"]) == (FUNDER, deposit)
+    assert (topup["from_address"], topup["to_address"]) == (GAS, deposit)
     assert (sweep["kind"], sweep["status"]) == ("token", "confirmed")
     assert (sweep["from_address"], sweep["token_address"]) == (deposit, rig.token(symbol))
     assert int(sweep["amount"]) == amount
@@ -431,20 +433,20 @@ async def test_gas_wallet_nonces_have_no_gap_across_a_crash(token_rig: Rig) -> N
     await rig.pay_token("TD18", 1003, 10**18)
     await rig.pay_token("TD18", 1004, 2 * 10**18)
     rig.mine()
-    gas_nonce = rig.nonce(FUNDER)
+    gas_nonce = rig.nonce(GAS)
 
     with pytest.raises(InjectedCrash):
         await rig.sweeper(crash_at=Step.SIGNED).run_once()
     (first,) = await rig.sweeps()
     assert (first["kind"], first["status"], first["nonce"]) == ("gas_topup", "signed", gas_nonce)
-    assert rig.nonce(FUNDER) == gas_nonce  # nothing sent
+    assert rig.nonce(GAS) == gas_nonce  # nothing sent
 
     await rig.settle(rig.sweeper())
     topups = await rig.sweeps("gas_topup")
     assert [t["nonce"] for t in topups] == [gas_nonce, gas_nonce + 1]
     assert {t["status"] for t in topups} == {"confirmed"}
     assert first["tx_hash"] == topups[0]["tx_hash"]  # the same signed transaction was sent
-    assert rig.nonce(FUNDER) == gas_nonce + 2
+    assert rig.nonce(GAS) == gas_nonce + 2
     assert [s["status"] for s in await rig.sweeps("token")] == ["confirmed", "confirmed"]
     await assert_reconciled(rig)
 
@@ -453,7 +455,7 @@ async def test_empty_gas_wallet_keeps_its_nonces_and_retries(token_rig: Rig) -> 
     """Top-ups the node refuses stay signed with their nonces (0, 1: no reuse, no gap), are
     retried after a back-off, and go through in order once the gas wallet is funded."""
     rig = token_rig
-    gas_wallet = WALLET.address(20)  # not one of Anvil's funded accounts
+    gas_wallet = WALLET.gas_address(20)  # not one of Anvil's funded accounts
     await rig.pay_token("TD18", 1007, 10**18)
     await rig.pay_token("TD6", 1008, 10**6)
     rig.mine()
@@ -528,14 +530,14 @@ async def test_crash_during_token_sweep_with_top_up(token_rig: Rig) -> None:
     rig = token_rig
     await rig.pay_token("USDTL", 1005, 7 * 10**6)
     rig.mine()
-    funder_nonce = rig.nonce(FUNDER)
+    gas_nonce = rig.nonce(GAS)
     with pytest.raises(InjectedCrash):
         await rig.sweeper(crash_at=Step.BROADCAST).run_once()
     await rig.settle(rig.sweeper())
     topup, sweep, *change = await rig.sweeps()
     assert (topup["kind"], sweep["kind"]) == ("gas_topup", "token")
     assert all(c["kind"] == "native" for c in change)
-    assert rig.nonce(FUNDER) == funder_nonce + 1
+    assert rig.nonce(GAS) == gas_nonce + 1
     assert rig.token_balance("USDTL", WALLET.address(1005)) == 0
     await assert_reconciled(rig)
 

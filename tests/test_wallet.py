@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from eth_account import Account
 from eth_utils import to_checksum_address
 
 from ctripd.chain.wallet import Wallet, from_config
@@ -62,6 +63,26 @@ async def test_wallet_xpub_command(write_config, capsys) -> None:  # type: ignor
     code = await asyncio.to_thread(cli.main, ["--config", config.path, "wallet", "xpub"])
     assert code == 0
     assert capsys.readouterr().out.strip() == Wallet.from_mnemonic(TEST_MNEMONIC).xpub()
+
+
+async def test_wallet_gas_command(write_config, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The gas wallet's own hardened account (m/44'/60'/1'/0/i), as eth-account derives it; the
+    former one (the deposit chain's index) is named for the operator."""
+    Account.enable_unaudited_hdwallet_features()
+    for toml, expected, former in (
+        ({}, "m/44'/60'/1'/0/3", "m/44'/60'/0'/0/3"),
+        ({"wallet": {"gas_wallet": "deposit-branch"}}, "m/44'/60'/0'/0/3", None),
+    ):
+        config = write_config(toml={"wallet": {"gas_wallet_index": 3, **toml.get("wallet", {})}})
+        code = await asyncio.to_thread(cli.main, ["--config", config.path, "wallet", "gas"])
+        assert code == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == Account.from_mnemonic(TEST_MNEMONIC, account_path=expected).address
+        if former is None:
+            assert err == ""
+        else:
+            address = Account.from_mnemonic(TEST_MNEMONIC, account_path=former).address
+            assert f"former gas wallet {address}" in err
 
 
 async def test_watch_only_daemon_creates_payments_at_the_mnemonics_addresses(

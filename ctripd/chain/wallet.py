@@ -4,6 +4,10 @@ Deposit addresses are public (non-hardened) children of the cached external-chai
 `m/44'/60'/0'/0`: one HMAC-SHA512 and one secp256k1 tweak-add (coincurve) per address, no private
 key involved. With `[wallet] xpub` the process never holds a private key at all. With a mnemonic,
 private keys are derived on demand for signing sweeps and handed straight to the caller.
+
+The gas wallet lives on its own hardened account, `m/44'/60'/1'/0/i`: a deposit address's private
+key together with the xpub yields every key of `m/44'/60'/0'/0` (non-hardened derivation can be
+run backwards), never one of account 1'.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from ctripd.errors import CtripdError
 HARDENED: Final = 0x8000_0000
 # BIP-44 path of the external (receiving) chain of account 0 for Ethereum: m/44'/60'/0'/0.
 EXTERNAL_CHAIN_PATH: Final = (44 | HARDENED, 60 | HARDENED, 0 | HARDENED, 0)
+# The gas wallet's chain: m/44'/60'/1'/0, hardened apart from the deposit addresses.
+GAS_CHAIN_PATH: Final = (44 | HARDENED, 60 | HARDENED, 1 | HARDENED, 0)
 XPUB_VERSION: Final = bytes.fromhex("0488b21e")
 _CURVE_ORDER: Final = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
 
@@ -71,7 +77,14 @@ class Wallet:
     except `private_key()`.
     """
 
-    __slots__ = ("_chain_code", "_parent_fingerprint", "_private", "_public", "_public_bytes")
+    __slots__ = (
+        "_chain_code",
+        "_gas_node",
+        "_parent_fingerprint",
+        "_private",
+        "_public",
+        "_public_bytes",
+    )
 
     def __init__(
         self,
@@ -79,12 +92,15 @@ class Wallet:
         chain_code: bytes,
         parent_fingerprint: bytes,
         private_key: bytes | None = None,
+        gas_node: tuple[bytes, bytes] | None = None,
     ) -> None:
         self._public = public_key
         self._public_bytes = public_key.format(compressed=True)
         self._chain_code = chain_code
         self._parent_fingerprint = parent_fingerprint
         self._private = private_key
+        # (private key, chain code) of m/44'/60'/1'/0, with a mnemonic only.
+        self._gas_node = gas_node
 
     @classmethod
     def from_mnemonic(cls, words: str) -> Wallet:
@@ -94,13 +110,18 @@ class Wallet:
             raise ValueError("not a valid English BIP-39 mnemonic (unknown word or bad checksum)")
         seed = Mnemonic.to_seed(normalized)
         digest = hmac.digest(b"Bitcoin seed", seed, "sha512")
-        key, chain_code = digest[:32], digest[32:]
+        master = digest[:32], digest[32:]
+        key, chain_code = master
         parent = key
         for index in EXTERNAL_CHAIN_PATH:
             parent = key
             key, chain_code = _ckd_priv(key, chain_code, index)
+        gas_node = master
+        for index in GAS_CHAIN_PATH:
+            gas_node = _ckd_priv(*gas_node, index)
         fingerprint = _hash160(coincurve.PublicKey.from_valid_secret(parent).format())[:4]
-        return cls(coincurve.PublicKey.from_valid_secret(key), chain_code, fingerprint, key)
+        public = coincurve.PublicKey.from_valid_secret(key)
+        return cls(public, chain_code, fingerprint, key, gas_node)
 
     @classmethod
     def from_xpub(cls, xpub: str) -> Wallet:
@@ -163,6 +184,19 @@ class Wallet:
         _check_index(index)
         key, _ = _ckd_priv(self._private, self._chain_code, index)
         return key
+
+    def gas_private_key(self, index: int) -> bytes:
+        """The private key of the gas wallet `m/44'/60'/1'/0/index`; never keep it."""
+        if self._gas_node is None:
+            raise WalletError("watch-only wallet ([wallet] xpub) holds no gas wallet")
+        _check_index(index)
+        key, _ = _ckd_priv(*self._gas_node, index)
+        return key
+
+    def gas_address(self, index: int) -> str:
+        """Checksummed address of the gas wallet `m/44'/60'/1'/0/index`."""
+        public = coincurve.PublicKey.from_valid_secret(self.gas_private_key(index))
+        return _checksum_address(keccak(public.format(compressed=False)[1:])[12:])
 
     def __repr__(self) -> str:
         mode = "watch-only" if self.watch_only else "signing"

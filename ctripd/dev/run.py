@@ -20,6 +20,7 @@ from eth_utils import to_checksum_address
 from mnemonic import Mnemonic
 
 from ctripd import db
+from ctripd.chain.wallet import Wallet
 from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
 from ctripd.dev.devnet import AnvilProcess, start_anvil
 from ctripd.dev.pay import dev_pay
@@ -31,6 +32,8 @@ from ctripd.http.auth import create_key
 log = structlog.get_logger(__name__)
 
 DEV_DATABASE = "ctripd_dev"
+# What the devnet's gas wallet starts with, for the top-ups of token sweeps.
+DEV_GAS_FUNDS = 100 * 10**18
 
 
 class DevError(CtripdError):
@@ -118,6 +121,8 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
     anvil = start_anvil(mnemonic=mnemonic_file.read_text().strip(), chain_id=chain_id, block_time=2)
     try:
         accounts: list[str] = anvil.rpc("eth_accounts")
+        gas_wallet = Wallet.from_mnemonic(mnemonic_file.read_text()).gas_address(0)
+        anvil.rpc("anvil_setBalance", [gas_wallet, hex(DEV_GAS_FUNDS)])
         tokens = deploy_test_tokens(anvil.url, to_checksum_address(accounts[0]))
         dsn = asyncio.run(_fresh_database(server_dsn))
         config_path = write_dev_config(

@@ -5,9 +5,12 @@ alone must not move funds: a row that asks for anything else is refused.
 - A sweep (`native`, `token`) goes from a deposit address, derived at the index the ledger
   records for a payment on this chain at that address, only to the chain's treasury; a token
   sweep only moves a configured token that a payment at that address is in.
-- A gas top-up goes only from the gas wallet, only to the deposit address of a confirmed token
+- A gas top-up goes only from the gas wallet (or the former one, for a top-up it had in flight),
+  only to the deposit address of a confirmed token
   payment on this chain, and at most the gas a token transfer may use (`TOPUP_GAS_CEILING`) at
   the chain's fee cap.
+- With the gas wallet on its own account, what is left in the former one (the deposit chain's
+  index `gas_wallet_index`) may go, as a native sweep, only to the treasury.
 """
 
 from __future__ import annotations
@@ -44,11 +47,28 @@ class Intent:
     amount: int
 
 
+@dataclass(frozen=True)
+class GasWallet:
+    """Where top-ups come from: `address` at `index` of the hardened gas account, or of the
+    deposit chain (`hardened` false); `legacy` is the deposit-chain address it replaced."""
+
+    index: int
+    address: str
+    hardened: bool
+    legacy: str | None
+
+    @classmethod
+    def of(cls, wallet: Wallet, index: int, hardened: bool) -> GasWallet:
+        if hardened:
+            return cls(index, wallet.gas_address(index), True, wallet.address(index))
+        return cls(index, wallet.address(index), False, None)
+
+
 class SigningPolicy:
-    def __init__(self, chain: ChainConfig, wallet: Wallet, gas_index: int) -> None:
+    def __init__(self, chain: ChainConfig, wallet: Wallet, gas: GasWallet) -> None:
         self.chain = chain
         self.wallet = wallet
-        self.gas_index = gas_index
+        self.gas = gas
 
     async def check(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         """Raise PolicyRefusal, naming the rule, unless the policy allows `intent`."""
@@ -56,16 +76,20 @@ class SigningPolicy:
             raise PolicyRefusal(f"unknown kind {intent.kind!r}")
         if intent.amount <= 0:
             raise PolicyRefusal(f"amount {intent.amount} is not positive")
-        if self.wallet.address(intent.index) != intent.sender:
-            raise PolicyRefusal(f"index {intent.index} does not derive {intent.sender}")
         if intent.kind == "gas_topup":
             await self._check_top_up(conn, intent)
         else:
             await self._check_sweep(conn, intent)
 
     async def _check_sweep(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        if self.wallet.address(intent.index) != intent.sender:
+            raise PolicyRefusal(f"index {intent.index} does not derive {intent.sender}")
         if intent.to != self.chain.treasury:
             raise PolicyRefusal(f"{intent.to} is not the treasury of chain {self.chain.name}")
+        if intent.sender == self.gas.legacy and intent.index == self.gas.index:
+            if intent.kind != "native":
+                raise PolicyRefusal("only native coin leaves the former gas wallet")
+            return
         if intent.kind == "token":
             configured = {t.address.lower() for t in self.chain.tokens.values()}
             if intent.token is None or intent.token.lower() not in configured:
@@ -82,8 +106,12 @@ class SigningPolicy:
             )
 
     async def _check_top_up(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
-        if intent.index != self.gas_index:
-            raise PolicyRefusal(f"a top-up from index {intent.index}, not the gas wallet")
+        # The former gas wallet only ever re-signs a top-up it had in flight at the upgrade.
+        if intent.index != self.gas.index or intent.sender not in (
+            self.gas.address,
+            self.gas.legacy,
+        ):
+            raise PolicyRefusal(f"a top-up from {intent.sender}, not the gas wallet")
         if intent.token is not None:
             raise PolicyRefusal("a top-up names a token")
         ceiling = TOPUP_GAS_CEILING * self.chain.max_fee_per_gas

@@ -52,7 +52,7 @@ from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
-from ctripd.jobs.policy import Intent, PolicyRefusal, SigningPolicy
+from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
 
@@ -141,7 +141,15 @@ def make_sweepers(
         log.warning("sweep.disabled", reason=reason)
         return {}
     return {
-        c.name: Sweeper(c, dsn, pool, rpcs[c.name], wallet, config.wallet.gas_wallet_index)
+        c.name: Sweeper(
+            c,
+            dsn,
+            pool,
+            rpcs[c.name],
+            wallet,
+            config.wallet.gas_wallet_index,
+            gas_hardened=config.wallet.gas_wallet == "hardened",
+        )
         for c in config.chains
     }
 
@@ -156,6 +164,7 @@ class Sweeper:
         wallet: Wallet,
         gas_wallet_index: int,
         *,
+        gas_hardened: bool = True,
         clock: Callable[[], datetime] = _utcnow,
         crash_at: Step | None = None,
     ) -> None:
@@ -164,9 +173,10 @@ class Sweeper:
         self.pool = pool
         self.rpc = rpc
         self.wallet = wallet
-        self.gas_index = gas_wallet_index
-        self.gas_address = wallet.address(gas_wallet_index)
-        self.policy = SigningPolicy(chain, wallet, gas_wallet_index)
+        self.gas = GasWallet.of(wallet, gas_wallet_index, gas_hardened)
+        self.policy = SigningPolicy(chain, wallet, self.gas)
+        # Whether the former gas wallet (deposit chain) was looked at for coin left in it.
+        self._legacy_gas_done = self.gas.legacy is None
         # The run lock's own connection (never a pooled one), opened on first use.
         self._lock_conn: asyncpg.Connection | None = None
         self.clock = clock
@@ -188,6 +198,7 @@ class Sweeper:
             await self._advance(head)
             new = await self._plan(head)
             new += await self._plan_change(head)
+            new += await self._plan_legacy_gas(head)
             if new:
                 rows = await self.pool.fetch(Q["sweeps_by_id"], new)
                 versions = await self._versions(rows)
@@ -464,8 +475,8 @@ class Sweeper:
         ]
         sweep_id = await self._create(
             kind="gas_topup",
-            index=self.gas_index,
-            sender=self.gas_address,
+            index=self.gas.index,
+            sender=self.gas.address,
             to=row["from_address"],
             token=None,
             amount=short,
@@ -605,6 +616,54 @@ class Sweeper:
             await self.pool.execute(Q["change_checked"], self.chain.name, [address])
         return new
 
+    async def _plan_legacy_gas(self, head: int) -> list[int]:
+        """Coin left in the former gas wallet (the deposit chain's `gas_wallet_index`, before
+        the gas wallet had an account of its own) goes to the treasury once nothing of it is in
+        flight, when what arrives exceeds the most the transfer may cost; looked at once per
+        process until then."""
+        legacy = self.gas.legacy
+        if self._legacy_gas_done or legacy is None:
+            return []
+        state = await self.pool.fetchrow(Q["sender_state"], self.chain.name, legacy)
+        assert state is not None
+        if not state["used"]:
+            self._legacy_gas_done = True
+            return []
+        if state["unfinished"]:
+            return []
+        try:
+            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            balance = _uint(
+                await self.rpc.call("eth_getBalance", [legacy, hex(self._safe_block(head))])
+            )
+            gas = await self._native_gas(legacy)
+        except (FeeCapError, RpcError) as exc:
+            log.warning("sweep.legacy_gas_deferred", chain=self.chain.name, error=str(exc))
+            return []
+        cost = gas * fee.per_gas
+        if balance - cost <= cost:
+            self._legacy_gas_done = True
+            return []
+        log.info(
+            "sweep.legacy_gas_wallet",
+            chain=self.chain.name,
+            address=legacy,
+            balance=str(balance),
+            reason="the gas wallet moved to its own account; what is left goes to the treasury",
+        )
+        sweep_id = await self._create(
+            kind="native",
+            index=self.gas.index,
+            sender=legacy,
+            to=self.chain.treasury,
+            token=None,
+            amount=balance - cost,
+            gas=gas,
+            fee=fee,
+            covered=[],
+        )
+        return [sweep_id]
+
     async def _defer(self, group: _Group, seconds: float) -> None:
         """Plan the group's payments again after `seconds`; the others keep their turn."""
         not_before = self.clock() + timedelta(seconds=seconds)
@@ -690,8 +749,8 @@ class Sweeper:
         if native < need:
             return await self._create(
                 kind="gas_topup",
-                index=self.gas_index,
-                sender=self.gas_address,
+                index=self.gas.index,
+                sender=self.gas.address,
                 to=group.address,
                 token=None,
                 amount=need - native,
@@ -800,9 +859,13 @@ class Sweeper:
             "gas": gas,
             **fee.tx_fields(),
         }
-        signed: SignedTransaction = Account.sign_transaction(
-            tx, self.wallet.private_key(intent.index)
+        on_gas_account = self.gas.hardened and intent.sender == self.gas.address
+        key = (
+            self.wallet.gas_private_key(intent.index)
+            if intent.kind == "gas_topup" and on_gas_account
+            else self.wallet.private_key(intent.index)
         )
+        signed: SignedTransaction = Account.sign_transaction(tx, key)
         return signed
 
     async def _refuse(self, row: asyncpg.Record, reason: str) -> None:

@@ -151,3 +151,9 @@ LIMIT $2;
 -- name: change_checked
 UPDATE sweeps SET change_checked = true
 WHERE chain = $1 AND from_address = ANY($2::text[]) AND kind = 'token' AND status = 'confirmed';
+
+-- name: sender_state
+-- Whether address $2 ever sent a sweep on chain $1, and whether one is unfinished.
+SELECT EXISTS (SELECT 1 FROM sweeps WHERE chain = $1 AND from_address = $2) AS used,
+       EXISTS (SELECT 1 FROM sweeps WHERE chain = $1 AND from_address = $2
+               AND status IN ('signed', 'broadcast', 'refused')) AS unfinished;

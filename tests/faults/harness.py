@@ -182,7 +182,7 @@ class Setup:
 
     @property
     def gas_wallet(self) -> str:
-        return self.wallet.address(0)
+        return self.wallet.gas_address(0)
 
 
 def write_config(
