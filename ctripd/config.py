@@ -212,8 +212,14 @@ class ChainConfig:
         """Base units of the asset (native for None) at or below which a balance waits."""
         if token is None:
             return self.dust_threshold
-        match = next(t for t in self.tokens.values() if t.address.lower() == token.lower())
+        match = self.token_at(token)
+        if match is None:
+            raise KeyError(f"{token} is not a token of chain {self.name}")
         return match.dust_threshold
+
+    def token_at(self, address: str) -> Token | None:
+        """The configured token at `address` (any case), or None."""
+        return next((t for t in self.tokens.values() if t.address.lower() == address.lower()), None)
 
     def asset(self, symbol: str) -> tuple[str | None, int] | None:
         """(token address or None for native, decimals) of an asset symbol, or None if unknown."""

@@ -169,6 +169,18 @@ class _Pool(asyncpg.Pool):
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
 
+# What asyncpg.create_pool() passes to the Pool it makes, for the settings not chosen here.
+_CREATE_POOL_DEFAULTS: dict[str, Any] = {
+    "connection_class": asyncpg.Connection,
+    "record_class": asyncpg.Record,
+    "max_queries": 50_000,
+    "max_inactive_connection_lifetime": 300.0,
+    "connect": None,
+    "setup": None,
+    "loop": None,
+}
+
+
 async def create_pool(
     dsn: str,
     min_size: int = 2,
@@ -180,18 +192,12 @@ async def create_pool(
     asyncpg's reset query on release, for users that leave no session state."""
     pool = _Pool(
         dsn,
-        connection_class=asyncpg.Connection,
-        record_class=asyncpg.Record,
         min_size=min_size,
         max_size=max_size,
-        max_queries=50_000,
-        max_inactive_connection_lifetime=300.0,
-        connect=None,
-        setup=None,
         init=_init_connection,
         reset=reset,
-        loop=None,
         server_settings=SERVER_SETTINGS,
+        **_CREATE_POOL_DEFAULTS,
     )
     pool.acquire_timeout = acquire_timeout
     try:

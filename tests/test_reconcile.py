@@ -95,7 +95,7 @@ async def test_funds_left_in_place_are_listed_as_held(
 
         assert await run_cli(rig, "--chain", "anvil") == 0
         out = capsys.readouterr().out
-        assert "0 mismatches, 2 held" in out
+        assert "0 mismatches, 2 held, 0 recoveries" in out
         held = sorted(line for line in out.splitlines() if line.startswith("HELD"))
         assert held == sorted(
             [

@@ -413,17 +413,26 @@ async def test_token_sweep_with_gas_top_up(token_rig: Rig, symbol: str) -> None:
     await assert_reconciled(rig)
 
 
-async def test_token_sweep_without_top_up_when_deposit_has_gas(token_rig: Rig) -> None:
+async def test_token_sweep_never_pays_gas_with_the_payers_held_coin(token_rig: Rig) -> None:
+    """Coin a payer sent to a token payment by mistake is held for them (recoverable): the token
+    sweep's gas comes from a top-up even though the address could pay it."""
     rig = token_rig
     deposit = WALLET.address(1002)
     payment_id = await rig.pay_token("TD6", 1002, 5 * 10**6)
     await rig.add_native_transfer(payment_id, ETH // 10)
     rig.mine()
+    await rig.pool.execute(
+        "UPDATE chains SET scanned_block = $2 WHERE name = $1",
+        rig.chain.name,
+        int(rig.rpc_sync("eth_blockNumber"), 16),
+    )
     await rig.settle(rig.sweeper())
-    (sweep,) = await rig.sweeps()
-    assert (sweep["kind"], sweep["status"]) == ("token", "confirmed")
+    topup, sweep, *change = await rig.sweeps()
+    assert (topup["kind"], sweep["kind"], sweep["status"]) == ("gas_topup", "token", "confirmed")
     assert rig.token_balance("TD6", deposit) == 0
-    assert rig.balance(deposit) == ETH // 10 - int(sweep["fee"])
+    back = sum(int(c["amount"]) + int(c["fee"]) for c in change)
+    assert rig.balance(deposit) == ETH // 10 + int(topup["amount"]) - int(sweep["fee"]) - back
+    assert rig.balance(deposit) >= ETH // 10  # the payer's coin is all there
     await assert_reconciled(rig)
 
 

@@ -29,6 +29,9 @@ HARDENED: Final = 0x8000_0000
 EXTERNAL_CHAIN_PATH: Final = (44 | HARDENED, 60 | HARDENED, 0 | HARDENED, 0)
 # The gas wallet's chain: m/44'/60'/1'/0, hardened apart from the deposit addresses.
 GAS_CHAIN_PATH: Final = (44 | HARDENED, 60 | HARDENED, 1 | HARDENED, 0)
+# The key that approves operator requests (recoveries) comes from m/44'/60'/2'/0/0: only the
+# mnemonic gives it, so a request written to the database by anyone else fails its check.
+APPROVAL_KEY_PATH: Final = (44 | HARDENED, 60 | HARDENED, 2 | HARDENED, 0, 0)
 XPUB_VERSION: Final = bytes.fromhex("0488b21e")
 _CURVE_ORDER: Final = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
 
@@ -78,6 +81,7 @@ class Wallet:
     """
 
     __slots__ = (
+        "_approval_key",
         "_chain_code",
         "_gas_node",
         "_parent_fingerprint",
@@ -93,6 +97,7 @@ class Wallet:
         parent_fingerprint: bytes,
         private_key: bytes | None = None,
         gas_node: tuple[bytes, bytes] | None = None,
+        approval_key: bytes | None = None,
     ) -> None:
         self._public = public_key
         self._public_bytes = public_key.format(compressed=True)
@@ -101,6 +106,7 @@ class Wallet:
         self._private = private_key
         # (private key, chain code) of m/44'/60'/1'/0, with a mnemonic only.
         self._gas_node = gas_node
+        self._approval_key = approval_key
 
     @classmethod
     def from_mnemonic(cls, words: str) -> Wallet:
@@ -119,9 +125,13 @@ class Wallet:
         gas_node = master
         for index in GAS_CHAIN_PATH:
             gas_node = _ckd_priv(*gas_node, index)
+        approval = master
+        for index in APPROVAL_KEY_PATH:
+            approval = _ckd_priv(*approval, index)
+        approval_key = hashlib.sha256(b"ctripd approvals\0" + approval[0]).digest()
         fingerprint = _hash160(coincurve.PublicKey.from_valid_secret(parent).format())[:4]
         public = coincurve.PublicKey.from_valid_secret(key)
-        return cls(public, chain_code, fingerprint, key, gas_node)
+        return cls(public, chain_code, fingerprint, key, gas_node, approval_key)
 
     @classmethod
     def from_xpub(cls, xpub: str) -> Wallet:
@@ -184,6 +194,12 @@ class Wallet:
         _check_index(index)
         key, _ = _ckd_priv(self._private, self._chain_code, index)
         return key
+
+    def approve(self, request: str) -> bytes:
+        """HMAC-SHA256 of an operator request's canonical text under the approval key."""
+        if self._approval_key is None:
+            raise WalletError("watch-only wallet ([wallet] xpub) cannot approve requests")
+        return hmac.digest(self._approval_key, request.encode(), "sha256")
 
     def gas_private_key(self, index: int) -> bytes:
         """The private key of the gas wallet `m/44'/60'/1'/0/index`; never keep it."""

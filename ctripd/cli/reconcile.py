@@ -35,7 +35,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     print(
         f"reconcile {report.chain} at block {report.block}: {report.addresses} addresses, "
         f"{report.balances} balances, {len(report.mismatches)} mismatches, "
-        f"{len(report.held)} held"
+        f"{len(report.held)} held, {len(report.recoveries)} recoveries"
     )
     for m in report.mismatches:
         print(m.line())
@@ -43,6 +43,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"IN FLIGHT {address}: a sweep is unfinished, not compared")
     for held in report.held:
         print(held.line())
+    for recovery in report.recoveries:
+        print(recovery.line())
     return 1 if report.mismatches else 0
 
 

@@ -9,12 +9,17 @@ alone must not move funds: a row that asks for anything else is refused.
   only to the deposit address of a confirmed token
   payment on this chain, and at most the gas a token transfer may use (`TOPUP_GAS_CEILING`) at
   the chain's fee cap.
+- A recovery (`recover`) carries out an operator's request exactly: from the payment's deposit
+  address to the address the request names, at most the amount it names, only while the
+  request's approval verifies under the wallet's approval key (which only the mnemonic gives)
+  and the payment still holds that much in that asset.
 - With the gas wallet on its own account, what is left in the former one (the deposit chain's
   index `gas_wallet_index`) may go, as a native sweep, only to the treasury.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,10 +28,11 @@ from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError
+from ctripd.ledger import recoveries
 
 Q = queries("policy")
 
-KINDS = ("native", "token", "gas_topup")
+KINDS = ("native", "token", "gas_topup", "recover")
 # More gas than any ERC-20 transfer of a configured token needs; bounds a top-up's value.
 TOPUP_GAS_CEILING = 300_000
 
@@ -45,6 +51,8 @@ class Intent:
     to: str
     token: str | None
     amount: int
+    # The recovery a `recover` transaction carries out.
+    ref: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class SigningPolicy:
             raise PolicyRefusal(f"amount {intent.amount} is not positive")
         if intent.kind == "gas_topup":
             await self._check_top_up(conn, intent)
+        elif intent.kind == "recover":
+            await self._check_recovery(conn, intent)
         else:
             await self._check_sweep(conn, intent)
 
@@ -119,3 +129,25 @@ class SigningPolicy:
             raise PolicyRefusal(f"top-up of {intent.amount} above the ceiling {ceiling}")
         if not await conn.fetchval(Q["top_up_target"], self.chain.name, intent.to):
             raise PolicyRefusal(f"{intent.to} is no deposit address of a confirmed token payment")
+
+    async def _check_recovery(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        row = await conn.fetchrow(Q["recovery"], intent.ref) if intent.ref is not None else None
+        if row is None or row["status"] != "approved" or row["chain"] != self.chain.name:
+            raise PolicyRefusal(f"no approved recovery {intent.ref} on chain {self.chain.name}")
+        token = row["token_address"]
+        text = recoveries.request_text(
+            self.chain.name, row["payment_id"], token, row["to_address"], int(row["amount"])
+        )
+        if not hmac.compare_digest(self.wallet.approve(text), bytes(row["approval"])):
+            raise PolicyRefusal(f"the approval of recovery {row['id']} does not verify")
+        if (intent.sender, intent.index) != (row["address"], row["address_index"]):
+            raise PolicyRefusal(f"recovery {row['id']} is not from {intent.sender}")
+        if self.wallet.address(intent.index) != intent.sender:
+            raise PolicyRefusal(f"index {intent.index} does not derive {intent.sender}")
+        if intent.to != row["to_address"] or (intent.token or "").lower() != (token or "").lower():
+            raise PolicyRefusal(f"recovery {row['id']} names another recipient or asset")
+        if intent.amount > int(row["amount"]):
+            raise PolicyRefusal(f"more than recovery {row['id']} approved")
+        held = await recoveries.held(conn, row["payment_id"], excluding=row["id"])
+        if int(row["amount"]) > held.get(token.lower() if token else None, 0):
+            raise PolicyRefusal(f"payment {row['payment_id']} no longer holds that much")

@@ -53,6 +53,7 @@ from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
 from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
+from ctripd.ledger import recoveries
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
 
@@ -199,6 +200,7 @@ class Sweeper:
             new = await self._plan(head)
             new += await self._plan_change(head)
             new += await self._plan_legacy_gas(head)
+            new += await self._plan_recoveries(head)
             if new:
                 rows = await self.pool.fetch(Q["sweeps_by_id"], new)
                 versions = await self._versions(rows)
@@ -350,11 +352,12 @@ class Sweeper:
         gas_used = _uint(receipt["gasUsed"])
         price = _uint(receipt.get("effectiveGasPrice") or hex(int(version["gas_price"] or 0)))
         error = None if ok else f"reverted in block {block}"
-        if ok and row["kind"] == "token" and not _moved(row, int(version["amount"]), receipt):
+        moves_tokens = row["token_address"] is not None and row["kind"] in ("token", "recover")
+        if ok and moves_tokens and not _moved(row, int(version["amount"]), receipt):
             ok = False
             error = (
-                f"mined in block {block} without a Transfer of {int(version['amount'])} to the "
-                "treasury (the token returned false, took a fee or moved less)"
+                f"mined in block {block} without a Transfer of {int(version['amount'])} to "
+                f"{row['to_address']} (the token returned false, took a fee or moved less)"
             )
         status = "confirmed" if ok else "failed"
         async with self.pool.acquire() as conn, conn.transaction():
@@ -371,7 +374,9 @@ class Sweeper:
             )
             if done is None:
                 return
-            if ok and done["kind"] != "gas_topup":
+            if done["kind"] == "recover":
+                await conn.execute(Q["finish_recovery"], row["id"], status, error)
+            elif ok and done["kind"] != "gas_topup":
                 for payment in await conn.fetch(Q["cover_payments"], row["id"]):
                     await record_event(
                         cast(asyncpg.Connection, conn),
@@ -393,7 +398,9 @@ class Sweeper:
         )
 
     async def _fail_unmined(self, row: asyncpg.Record, reason: str) -> None:
-        await self.pool.execute(Q["fail_unmined"], row["id"], reason, self.clock())
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(Q["fail_unmined"], row["id"], reason, self.clock())
+            await conn.execute(Q["finish_recovery"], row["id"], "failed", reason)
         self._sweep_log(row).error("sweep.failed", kind=row["kind"], reason=reason)
 
     async def _replace(self, row: asyncpg.Record, current: asyncpg.Record, head: int) -> str | None:
@@ -426,9 +433,17 @@ class Sweeper:
                 return f"balance {balance} does not cover the higher fee"
         elif row["kind"] == "token":
             balance = _uint(await self.rpc.call("eth_getBalance", [row["from_address"], "latest"]))
-            if balance < gas * fee.per_gas:
-                await self._top_up_for_replacement(row, gas * fee.per_gas - balance, fee)
+            payments = [
+                r["payment_id"] for r in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
+            ]
+            free = max(0, balance - await self._held_native(payments))
+            if free < gas * fee.per_gas:
+                await self._top_up_for_replacement(row, gas * fee.per_gas - free, fee)
                 return "waiting for a gas top-up to pay the higher fee"
+        recovery = await self.pool.fetchrow(Q["recovery_of_sweep"], row["id"])
+        if recovery is not None and row["token_address"] is None:
+            # A native recovery pays its fee from the recovered funds, at the new price too.
+            amount = int(recovery["amount"]) - gas * fee.per_gas
         intent = Intent(
             kind=row["kind"],
             index=int(row["from_index"]),
@@ -436,6 +451,7 @@ class Sweeper:
             to=row["to_address"],
             token=row["token_address"],
             amount=amount,
+            ref=recovery["id"] if recovery is not None else None,
         )
         try:
             signed = await self._sign(intent, int(row["nonce"]), int(row["gas_limit"]), fee)
@@ -587,8 +603,9 @@ class Sweeper:
             try:
                 gas = await self._native_gas(address)
                 cost = gas * fee.per_gas
-                amount = min(balance - cost, int(row["change"]))
-                # What arrives must exceed the most the transfer may cost.
+                # The transfer pays its own fee from the change; what arrives must exceed the
+                # most that fee may be.
+                amount = min(balance, int(row["change"])) - cost
                 if amount > cost:
                     new.append(
                         await self._create(
@@ -615,6 +632,90 @@ class Sweeper:
                 continue
             await self.pool.execute(Q["change_checked"], self.chain.name, [address])
         return new
+
+    async def _plan_recoveries(self, head: int) -> list[int]:
+        """Carry out approved recoveries: a native one sends the amount less its fee; a token
+        one first has its gas topped up like a token sweep. The signing policy checks each
+        against its approval and the payment's held funds."""
+        due = await self.pool.fetch(Q["due_recoveries"], self.chain.name)
+        if not due:
+            return []
+        new: list[int] = []
+        try:
+            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+        except (FeeCapError, RpcError) as exc:
+            log.warning("sweep.recovery_deferred", chain=self.chain.name, error=str(exc))
+            return []
+        for r in due:
+            address, to, token = r["address"], r["to_address"], r["token_address"]
+            amount = int(r["amount"])
+            try:
+                if token is None:
+                    gas = await self._gas_to(address, to, "0x1", "0x")
+                    amount -= gas * fee.per_gas  # its fee comes out of the recovered coin
+                else:
+                    gas = await self._gas_to(address, token, "0x0", transfer_data(to, amount))
+                    native = _uint(await self.rpc.call("eth_getBalance", [address, "latest"]))
+                    free = max(0, native - await self._held_native([r["payment_id"]]))
+                    if free < gas * fee.per_gas:
+                        if not r["topup_in_flight"]:
+                            new.append(
+                                await self._create(
+                                    kind="gas_topup",
+                                    index=self.gas.index,
+                                    sender=self.gas.address,
+                                    to=address,
+                                    token=None,
+                                    amount=gas * fee.per_gas - free,
+                                    gas=NATIVE_GAS,
+                                    fee=fee,
+                                    covered=[],
+                                )
+                            )
+                        continue
+                new.append(
+                    await self._create(
+                        kind="recover",
+                        index=int(r["address_index"]),
+                        sender=address,
+                        to=to,
+                        token=token,
+                        amount=amount,
+                        gas=gas,
+                        fee=fee,
+                        covered=[],
+                        recovery=r["id"],
+                    )
+                )
+            except InjectedCrash:
+                raise
+            except PolicyRefusal as exc:
+                await self.pool.execute(Q["fail_recovery"], r["id"], f"refused: {exc}")
+                log.critical(
+                    "sweep.policy_refused", chain=self.chain.name, recovery=r["id"], reason=str(exc)
+                )
+            except Exception as exc:  # the other recoveries go on
+                log.warning(
+                    "sweep.recovery_failed",
+                    chain=self.chain.name,
+                    recovery=r["id"],
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+        return new
+
+    async def _gas_to(self, sender: str, to: str, value: str, data: str) -> int:
+        """Gas for a transfer to `to`: 21000 to an address without code, else the estimate
+        with a margin (unused gas is not paid)."""
+        if data == "0x":
+            code = await self.rpc.call("eth_getCode", [to, "latest"])
+            if code in (None, "0x", "0x0"):
+                return NATIVE_GAS
+        estimate = _uint(
+            await self.rpc.call(
+                "eth_estimateGas", [{"from": sender, "to": to, "value": value, "data": data}]
+            )
+        )
+        return max(NATIVE_GAS, -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1]))
 
     async def _plan_legacy_gas(self, head: int) -> list[int]:
         """Coin left in the former gas wallet (the deposit chain's `gas_wallet_index`, before
@@ -663,6 +764,11 @@ class Sweeper:
             covered=[],
         )
         return [sweep_id]
+
+    async def _held_native(self, payment_ids: list[str]) -> int:
+        """Native coin the ledger holds for these payments' payers (not yet recovered)."""
+        held = [await recoveries.still_there(self.pool, p) for p in payment_ids]
+        return sum(h.get(None, 0) for h in held)
 
     async def _defer(self, group: _Group, seconds: float) -> None:
         """Plan the group's payments again after `seconds`; the others keep their turn."""
@@ -746,14 +852,17 @@ class Sweeper:
         )
         gas = -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1])
         need = gas * fee.per_gas
-        if native < need:
+        # Coin a payer sent there by mistake is held for them: the sweep's gas never comes from
+        # it, only from top-ups (and their change).
+        free = max(0, native - await self._held_native([p for p, _ in group.covered]))
+        if free < need:
             return await self._create(
                 kind="gas_topup",
                 index=self.gas.index,
                 sender=self.gas.address,
                 to=group.address,
                 token=None,
-                amount=need - native,
+                amount=need - free,
                 gas=NATIVE_GAS,
                 fee=fee,
                 covered=[(p, 0) for p, _ in group.covered],
@@ -782,13 +891,14 @@ class Sweeper:
         gas: int,
         fee: Fee,
         covered: list[tuple[str, int]],
+        recovery: int | None = None,
     ) -> int:
         """Allocate the sender's next nonce, sign, and commit the sweep before anything is sent.
 
         The nonce is the larger of the node's pending count and our highest stored nonce + 1,
         under a per-sender lock held to the commit: no two sweeps share one, none is skipped.
         """
-        intent = Intent(kind=kind, index=index, sender=sender, to=to, token=token, amount=amount)
+        intent = Intent(kind, index, sender, to, token, amount, recovery)
         # Asked before the lock: a lock never holds a pooled connection across network I/O.
         pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
         now = self.clock()
@@ -820,6 +930,8 @@ class Sweeper:
             await _insert_version(conn, sweep_id, tx_hash, raw, amount, fee, now)
             for payment_id, part in covered:
                 await conn.execute(Q["link_payment"], sweep_id, payment_id, part)
+            if recovery is not None:
+                await conn.execute(Q["link_recovery"], recovery, sweep_id)
         log.info(
             "sweep.signed",
             chain=self.chain.name,
@@ -844,8 +956,7 @@ class Sweeper:
     ) -> SignedTransaction:
         """Check `intent` against the signing policy now, then sign it."""
         await self.policy.check(conn if conn is not None else self.pool, intent)
-        if intent.kind == "token":
-            assert intent.token is not None
+        if intent.token is not None:  # a token sweep or a recovery of tokens
             target, value = intent.token, 0
             data = transfer_data(intent.to, intent.amount)
         else:

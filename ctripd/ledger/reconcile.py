@@ -30,6 +30,7 @@ from ctripd.chain.evm import balance_of_data
 from ctripd.chain.rpc import RpcClient
 from ctripd.config import ChainConfig
 from ctripd.db import queries
+from ctripd.ledger import recoveries
 from ctripd.money import to_decimal_string
 
 Q = queries("reconcile")
@@ -75,6 +76,28 @@ class Held:
         )
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """Held funds the operator sent elsewhere with `ctripd recover`."""
+
+    id: int
+    payment_id: str
+    asset: str
+    decimals: int
+    amount: int
+    to: str
+    status: str
+    error: str | None
+
+    def line(self) -> str:
+        amount = to_decimal_string(self.amount, self.decimals)
+        state = self.status + (f" ({self.error})" if self.error else "")
+        return (
+            f"RECOVERY #{self.id} {state}: {amount} {self.asset} ({self.amount}) of payment "
+            f"{self.payment_id} to {self.to}"
+        )
+
+
 @dataclass
 class Report:
     chain: str
@@ -84,6 +107,7 @@ class Report:
     mismatches: list[Mismatch] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
+    recoveries: list[Recovery] = field(default_factory=list)
 
 
 def _sums(rows: list[asyncpg.Record]) -> dict[tuple[str, str | None], int]:
@@ -104,6 +128,9 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
         fees = _sums(await conn.fetch(Q["fees_paid"], chain.name, block))
         topups = _sums(await conn.fetch(Q["topped_up"], chain.name, block))
         report.held = [_held(chain, r) for r in await conn.fetch(Q["held"], chain.name, block)]
+        report.recoveries = [
+            _recovery(chain, r) for r in await recoveries.of_chain(conn, chain.name)
+        ]
         busy = {
             a.lower()
             for r in await conn.fetch(Q["in_flight"], chain.name)
@@ -139,12 +166,31 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
     return report
 
 
+def _asset(chain: ChainConfig, token_address: str | None) -> tuple[str, int]:
+    """(symbol, decimals) of a token address (None: the native coin); an unconfigured token is
+    named by its address, in base units."""
+    if token_address is None:
+        return chain.native.symbol, chain.native.decimals
+    found = chain.token_at(token_address)
+    return (found.symbol, found.decimals) if found else (token_address, 0)
+
+
+def _recovery(chain: ChainConfig, row: asyncpg.Record) -> Recovery:
+    asset, decimals = _asset(chain, row["token_address"])
+    return Recovery(
+        row["id"],
+        row["payment_id"],
+        asset,
+        decimals,
+        int(row["amount"]),
+        row["to_address"],
+        row["status"],
+        row["error"],
+    )
+
+
 def _held(chain: ChainConfig, row: asyncpg.Record) -> Held:
-    if row["token"] is None:
-        asset, decimals = chain.native.symbol, chain.native.decimals
-    else:
-        token = next((t for t in chain.tokens.values() if t.address.lower() == row["token"]), None)
-        asset, decimals = (token.symbol, token.decimals) if token else (row["token"], 0)
+    asset, decimals = _asset(chain, row["token"])
     if row["other_asset"]:
         reason = "another asset than the payment's"
     else:

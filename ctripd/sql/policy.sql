@@ -7,8 +7,17 @@ SELECT EXISTS (
       AND ($4::text IS NULL OR lower(token_address) = lower($4)));
 
 -- name: top_up_target
--- A confirmed token payment of chain $1 at address $2.
+-- A confirmed token payment of chain $1 at address $2, or an approved recovery of tokens there.
 SELECT EXISTS (
     SELECT 1 FROM payments
     WHERE lower(address) = lower($2) AND chain = $1 AND token_address IS NOT NULL
-      AND status = 'confirmed');
+      AND status = 'confirmed')
+    OR EXISTS (
+    SELECT 1 FROM recoveries r JOIN payments p ON p.id = r.payment_id
+    WHERE lower(p.address) = lower($2) AND r.chain = $1 AND r.token_address IS NOT NULL
+      AND r.status = 'approved');
+
+-- name: recovery
+SELECT r.*, p.address, p.address_index
+FROM recoveries r JOIN payments p ON p.id = r.payment_id
+WHERE r.id = $1;

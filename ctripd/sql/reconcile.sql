@@ -14,31 +14,45 @@ GROUP BY p.address, lower(t.token_address);
 
 -- name: held
 -- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
--- in another asset than their payment's, or to a payment that expired or was canceled. They
--- may be owed back to the payer, an operator's decision.
-SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
-       lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
-           AS other_asset,
-       sum(t.amount) AS amount
-FROM transfers t JOIN payments p ON p.id = t.payment_id
-WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
-  AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
-       OR p.status IN ('expired', 'canceled'))
-GROUP BY p.address, p.id, p.status, lower(t.token_address), other_asset
-ORDER BY p.address, p.id, token NULLS FIRST;
+-- in another asset than their payment's, or to a payment that expired or was canceled, less
+-- what confirmed recoveries took. They may be owed back to the payer, an operator's decision.
+WITH held AS (
+    SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
+           lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+               AS other_asset,
+           sum(t.amount) AS amount
+    FROM transfers t JOIN payments p ON p.id = t.payment_id
+    WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+      AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+           OR p.status IN ('expired', 'canceled'))
+    GROUP BY p.address, p.id, p.status, lower(t.token_address), other_asset
+), recovered AS (
+    SELECT r.payment_id, lower(r.token_address) AS token, sum(r.amount) AS amount
+    FROM recoveries r JOIN sweeps s ON s.id = r.sweep_id
+    WHERE r.chain = $1 AND r.status = 'done' AND s.block_number <= $2
+    GROUP BY r.payment_id, lower(r.token_address)
+)
+SELECT h.address, h.payment_id, h.status, h.token, h.other_asset,
+       h.amount - coalesce(v.amount, 0) AS amount
+FROM held h
+LEFT JOIN recovered v ON v.payment_id = h.payment_id AND v.token IS NOT DISTINCT FROM h.token
+WHERE h.amount - coalesce(v.amount, 0) > 0
+ORDER BY h.address, h.payment_id, h.token NULLS FIRST;
 
 -- name: swept_out
--- Confirmed sweeps mined up to block $2, per deposit address and asset.
+-- Confirmed sweeps and recoveries mined up to block $2, per deposit address and asset.
 SELECT from_address AS address, lower(token_address) AS token, sum(amount) AS amount
 FROM sweeps
-WHERE chain = $1 AND kind IN ('native', 'token') AND status = 'confirmed' AND block_number <= $2
+WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND status = 'confirmed'
+  AND block_number <= $2
 GROUP BY from_address, lower(token_address);
 
 -- name: fees_paid
 -- Gas paid by deposit addresses up to block $2: confirmed and reverted sweeps alike.
 SELECT from_address AS address, sum(fee) AS amount
 FROM sweeps
-WHERE chain = $1 AND kind IN ('native', 'token') AND block_number <= $2 AND fee IS NOT NULL
+WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND block_number <= $2
+  AND fee IS NOT NULL
 GROUP BY from_address;
 
 -- name: topped_up

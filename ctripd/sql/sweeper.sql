@@ -157,3 +157,35 @@ WHERE chain = $1 AND from_address = ANY($2::text[]) AND kind = 'token' AND statu
 SELECT EXISTS (SELECT 1 FROM sweeps WHERE chain = $1 AND from_address = $2) AS used,
        EXISTS (SELECT 1 FROM sweeps WHERE chain = $1 AND from_address = $2
                AND status IN ('signed', 'broadcast', 'refused')) AS unfinished;
+
+-- name: link_recovery
+UPDATE recoveries SET sweep_id = $2, updated_at = now() WHERE id = $1;
+
+-- name: recovery_of_sweep
+SELECT * FROM recoveries WHERE sweep_id = $1;
+
+-- name: finish_recovery
+-- The recovery carried out by sweep $1 ends with it: done when confirmed, else failed.
+UPDATE recoveries
+SET status = CASE WHEN $2 = 'confirmed' THEN 'done' ELSE 'failed' END, error = $3,
+    updated_at = now()
+WHERE sweep_id = $1 AND status = 'approved';
+
+-- name: fail_recovery
+UPDATE recoveries SET status = 'failed', error = $2, updated_at = now()
+WHERE id = $1 AND status = 'approved';
+
+-- name: due_recoveries
+-- Approved recoveries of chain $1 with no sweep of theirs yet, and whether a gas top-up to
+-- their address is in flight.
+SELECT r.id, r.payment_id, r.token_address, r.to_address, r.amount, p.address, p.address_index,
+       EXISTS (SELECT 1 FROM sweeps s
+               WHERE s.chain = r.chain AND s.kind = 'gas_topup' AND s.to_address = p.address
+                 AND s.status IN ('signed', 'broadcast')) AS topup_in_flight
+FROM recoveries r JOIN payments p ON p.id = r.payment_id
+WHERE r.chain = $1 AND r.status = 'approved' AND r.sweep_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM sweeps s
+                  WHERE s.chain = r.chain AND s.from_address = p.address
+                    AND s.status IN ('signed', 'broadcast'))
+ORDER BY r.id
+LIMIT 50;

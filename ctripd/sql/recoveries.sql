@@ -1,0 +1,34 @@
+-- name: held_of_payment
+-- A payment's held funds per asset (token NULL: native): its confirmed live transfers in another
+-- asset than its own, or all of them once it expired or was canceled, less what recoveries in
+-- the states $3 took or are taking (but recovery $2).
+WITH received AS (
+    SELECT lower(t.token_address) AS token, sum(t.amount) AS amount
+    FROM transfers t
+    JOIN payments p ON p.id = t.payment_id
+    JOIN chains c ON c.name = t.chain
+    WHERE t.payment_id = $1 AND t.status = 'live'
+      AND t.block_number <= c.scanned_block - p.confirmations_required + 1
+      AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+           OR p.status IN ('expired', 'canceled'))
+    GROUP BY lower(t.token_address)
+), taken AS (
+    SELECT lower(token_address) AS token, sum(amount) AS amount
+    FROM recoveries
+    WHERE payment_id = $1 AND status = ANY($3::text[]) AND id <> coalesce($2, -1)
+    GROUP BY lower(token_address)
+)
+SELECT r.token, r.amount - coalesce(k.amount, 0) AS amount
+FROM received r LEFT JOIN taken k ON k.token IS NOT DISTINCT FROM r.token
+ORDER BY r.token NULLS FIRST;
+
+-- name: insert_recovery
+INSERT INTO recoveries (chain, payment_id, token_address, to_address, amount, approval)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id;
+
+-- name: recoveries_of_chain
+SELECT r.*, p.address, p.address_index
+FROM recoveries r JOIN payments p ON p.id = r.payment_id
+WHERE r.chain = $1
+ORDER BY r.id;
