@@ -147,6 +147,7 @@ class ChainSpec:
     # Interval-mined (Anvil --block-time); otherwise the test mines every block itself.
     interval_mining: bool = True
     symbol: str = "ETH"
+    replace_after: int = 120
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -159,6 +160,7 @@ class ChainSpec:
             "native": {"symbol": self.symbol, "decimals": 18},
             "tokens": {s: {"address": a, "decimals": d} for s, (a, d) in self.tokens.items()},
             "treasury": self.treasury,
+            "replace_after": self.replace_after,
         }
 
     def asset(self, symbol: str) -> tuple[str | None, int]:
