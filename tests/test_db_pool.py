@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ctripd import db
+from ctripd.ledger.chains import register
 
 
 async def outcome(work: Awaitable[Any]) -> BaseException | None:
@@ -27,3 +28,18 @@ async def test_every_acquisition_has_a_timeout(db_dsn: str) -> None:
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_instances_starting_together_register_their_chain(db_dsn: str) -> None:
+    """Concurrent first starts race for the chain's row: the loser used to die on the chain id
+    unique index (seen in the multi-instance fault run); now every one of them starts."""
+    pools = [await db.create_pool(db_dsn, min_size=1, max_size=1) for _ in range(6)]
+    try:
+        for round_ in range(10):
+            name, chain_id = f"race{round_}", 90_000 + round_
+            await asyncio.gather(*(register(pool, name, chain_id) for pool in pools))
+            rows = await pools[0].fetch("SELECT chain_id FROM chains WHERE name = $1", name)
+            assert [r["chain_id"] for r in rows] == [chain_id]
+    finally:
+        for pool in pools:
+            await pool.close()

@@ -38,6 +38,7 @@ from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.jobs.sweeper import make_sweepers
 from ctripd.jobs.tasks import TaskSet
 from ctripd.jobs.webhooks import WebhookWorker
+from ctripd.ledger import chains as chains_ledger
 from ctripd.ledger import expiry
 from ctripd.ledger.payments import IndexPool
 from ctripd.log import configure_logging
@@ -156,7 +157,7 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
         app[RPC] = {}
         app[WATCHERS] = {}
         for chain in config.chains:
-            await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)
+            await chains_ledger.register(pool, chain.name, chain.chain_id)
             rpc = RpcClient(
                 chain.name,
                 list(chain.rpc),

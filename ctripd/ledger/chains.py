@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from ctripd.db import queries
+from ctripd.errors import DatabaseError
 
 Q = queries("chains")
 
@@ -18,3 +19,19 @@ def lag(row: asyncpg.Record | None) -> int | None:
 
 async def chain_rows(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
     return {r["name"]: r for r in await pool.fetch(Q["all_chains"])}
+
+
+async def register(pool: asyncpg.Pool, name: str, chain_id: int) -> None:
+    """The chain's row, created or given its configured id. Processes starting together race
+    for the insert: one of them sees the other's row on its chain id unique index instead of its
+    name, and the statement is simply run again, now as an update."""
+    for attempt in (1, 2):
+        try:
+            await pool.execute(Q["upsert_chain"], name, chain_id)
+            return
+        except asyncpg.UniqueViolationError as exc:
+            if attempt == 2:
+                raise DatabaseError(
+                    f"chain id {chain_id} of chain {name!r} is recorded for another chain name: "
+                    f"{exc}"
+                ) from None
