@@ -1,6 +1,12 @@
-"""/healthz and /readyz against the real database and Anvil."""
+"""/healthz and /readyz against the real database and Anvil. Readiness comes from what the
+scanner and this process already know: a probe never calls the node."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ctripd.http.keys import RPC, WATCHERS
 
 
 async def test_healthz_and_readyz(write_config, make_client) -> None:  # type: ignore[no-untyped-def]
@@ -9,8 +15,24 @@ async def test_healthz_and_readyz(write_config, make_client) -> None:  # type: i
     assert resp.status == 200
     resp = await client.get("/readyz")
     body = await resp.json()
+    assert resp.status == 503 and body["checks"]["chains"] == {"anvil": "error: not scanned yet"}
+    await client.server.app[WATCHERS]["anvil"].run_once()
+    resp = await client.get("/readyz")
+    body = await resp.json()
     assert resp.status == 200, body
     assert body["checks"]["chains"] == {"anvil": "ok"}
+
+
+async def test_probes_never_call_the_node(write_config, make_client) -> None:  # type: ignore[no-untyped-def]
+    """20 concurrent probes used to send 20 `eth_chainId` at top priority, ahead of the
+    scanner's calls, and spend the provider's quota."""
+    client = await make_client(write_config())
+    await client.server.app[WATCHERS]["anvil"].run_once()
+    (endpoint,) = client.server.app[RPC]["anvil"].endpoints
+    before = endpoint.requests
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(20)))
+    assert [a.status for a in answers] == [200] * 20
+    assert endpoint.requests == before
 
 
 async def test_readyz_fails_on_wrong_chain_id(write_config, make_client, anvil) -> None:  # type: ignore[no-untyped-def]
@@ -22,6 +44,8 @@ async def test_readyz_fails_on_wrong_chain_id(write_config, make_client, anvil) 
         "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     }
     client = await make_client(write_config(chains=[chain]))
+    with contextlib.suppress(Exception):  # the scan fails: the node is another chain
+        await client.server.app[WATCHERS]["wrong"].run_once()
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 503
