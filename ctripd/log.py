@@ -20,7 +20,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if as_json
-        else structlog.dev.ConsoleRenderer()
+        # Plain tracebacks: a rich one would print every frame's locals, request headers
+        # (`Authorization: Bearer …`) and secrets included.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

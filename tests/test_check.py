@@ -85,3 +85,18 @@ def test_check_names_chain_with_wrong_id(tmp_path: Path, anvil: AnvilProcess, db
     ), result.stdout
     assert any(line.startswith("ok   chain anvil") for line in lines), result.stdout
     assert any(line.startswith("ok   database") for line in lines), result.stdout
+
+
+async def test_check_never_prints_an_rpc_urls_key(
+    tmp_path: Path, anvil: AnvilProcess, db_dsn: str
+) -> None:
+    """Provider URLs carry API keys in their paths: `ctripd check` used to print them whole."""
+    path = write(tmp_path, anvil, f'[database]\ndsn = "{db_dsn}"\n')
+    keyed = f"{anvil.url}/v3/SECRETKEY0123456789?apikey=SECRETQUERY"
+    (tmp_path / "chains.yaml").write_text(
+        f"chains:\n- {{name: anvil, chain_id: 31337, rpc: ['{keyed}'],"
+        f" native: {{symbol: ETH, decimals: 18}}, treasury: '{TREASURY}'}}\n"
+    )
+    result = check(path)
+    assert "SECRET" not in result.stdout + result.stderr
+    assert f"chain anvil rpc {anvil.url}/…" in result.stdout

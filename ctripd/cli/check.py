@@ -8,7 +8,7 @@ import aiohttp
 import asyncpg
 
 from ctripd import db
-from ctripd.chain.rpc import RpcClient
+from ctripd.chain.rpc import RpcClient, display_url
 from ctripd.cli.common import EXIT_CONFIG, check_secrets
 from ctripd.config import ConfigError, load_config
 from ctripd.errors import CtripdError
@@ -52,7 +52,8 @@ async def run_checks(config_path: str) -> int:
         for chain in config.chains:
             for url in chain.rpc:
                 client = RpcClient(chain.name, [url], session, timeout=chain.rpc_timeout)
-                what = f"chain {chain.name} rpc {url}"
+                # Provider URLs carry API keys in their paths and queries: never printed.
+                what = f"chain {chain.name} rpc {display_url(url)}"
                 try:
                     got = await client.chain_id()
                     head = await client.block_number()

@@ -87,3 +87,9 @@ def test_every_chain_key_is_documented_with_its_default() -> None:
         documented_default, meaning = chains_table[key]
         assert documented_default == value, f"{key}: default"
         assert meaning, f"{key}: no meaning given"
+
+
+def test_the_unit_allows_no_core_dumps() -> None:
+    """A core dump would hold the mnemonic and keys of the process's memory."""
+    unit = (README.parent / "systemd" / "ctripd.service").read_text()
+    assert "\nLimitCORE=0\n" in unit
