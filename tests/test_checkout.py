@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from test_scanner_support import ETH, TREASURY, chain_entry, mine, send_native
 
+from ctripd.dev import tokens as devtokens
 from ctripd.http.auth import create_key
 from ctripd.http.keys import WATCHERS
 from ctripd.jobs.chainwatch import ChainWatcher
@@ -226,7 +227,8 @@ async def test_values_from_the_configuration_are_escaped(  # type: ignore[no-unt
     pool, write_config, make_client, anvil
 ) -> None:
     symbol = "<b>T&T'\"</b>"
-    tokens = {symbol: {"address": TREASURY, "decimals": 6}}
+    token = devtokens.deploy_token(anvil.url, "erc20_6", TREASURY)
+    tokens = {symbol: {"address": token, "decimals": 6}}
     config = write_config(chains=[chain_entry(anvil, tokens=tokens)])
     shop = await open_shop(pool, config, make_client)
     payment = await shop.create(amount="3", asset=symbol)
@@ -237,4 +239,4 @@ async def test_values_from_the_configuration_are_escaped(  # type: ignore[no-unt
     assert '"asset":"\\u003cb\\u003eT\\u0026T\'\\"\\u003c/b\\u003e"' in page
     uri = payment["payment_uri"]
     assert "&" in uri and f'href="{uri.replace("&", "&amp;")}"' in page
-    assert f"Token contract <code>{TREASURY}</code>" in page
+    assert f"Token contract <code>{token}</code>" in page

@@ -6,6 +6,7 @@ from __future__ import annotations
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 TRANSFER_SELECTOR = "a9059cbb"
 BALANCE_OF_SELECTOR = "70a08231"
+DECIMALS_CALL = "0x313ce567"  # decimals()
 
 
 def _word(value: int | str) -> str:

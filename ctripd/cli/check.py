@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import asyncpg
 
 from ctripd import db
 from ctripd.chain.rpc import RpcClient, display_url
+from ctripd.chain.tokens import decimals_mismatches
 from ctripd.cli.common import EXIT_CONFIG, check_secrets
-from ctripd.config import ConfigError, load_config
+from ctripd.config import ChainConfig, ConfigError, load_config
 from ctripd.errors import CtripdError
 
 
@@ -50,6 +52,7 @@ async def run_checks(config_path: str) -> int:
 
     async with aiohttp.ClientSession() as session:
         for chain in config.chains:
+            failed_before = failures
             for url in chain.rpc:
                 client = RpcClient(chain.name, [url], session, timeout=chain.rpc_timeout)
                 # Provider URLs carry API keys in their paths and queries: never printed.
@@ -62,10 +65,29 @@ async def run_checks(config_path: str) -> int:
                     continue
                 if got != chain.chain_id:
                     report(False, what, f"chain id {got}, configured {chain.chain_id}")
-                else:
-                    report(True, what, f"chain id {got}, head {head}")
+                    continue
+                report(True, what, f"chain id {got}, head {head}")
+            if chain.tokens and failures == failed_before:
+                await check_tokens(chain, RpcClient(chain.name, list(chain.rpc), session), report)
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 0 if not failures else 1
+
+
+async def check_tokens(
+    chain: ChainConfig, rpc: RpcClient, report: Callable[[bool, str, str], None]
+) -> None:
+    """decimals() of every configured token against its configuration."""
+    try:
+        wrong = {m.token.symbol: m for m in await decimals_mismatches(rpc, chain)}
+    except CtripdError as exc:
+        report(False, f"chain {chain.name} tokens", str(exc))
+        return
+    for symbol, token in sorted(chain.tokens.items()):
+        what = f"chain {chain.name} token {symbol}"
+        if symbol in wrong:
+            report(False, what, wrong[symbol].problem())
+        else:
+            report(True, what, f"{token.decimals} decimals")
 
 
 def _listed(ids: list[str]) -> str:

@@ -16,7 +16,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ctripd import db
 from ctripd.chain import wallet
 from ctripd.chain.rpc import RpcClient
-from ctripd.config import Config
+from ctripd.chain.tokens import decimals_mismatches
+from ctripd.config import ChainConfig, Config, ConfigError
+from ctripd.errors import CtripdError
 from ctripd.http import chains, checkout, events, health, metrics, openapi, payments, schemas
 from ctripd.http.auth import auth_middleware
 from ctripd.http.keys import (
@@ -166,6 +168,7 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
                 expected_chain_id=chain.chain_id,
             )
             app[RPC][chain.name] = rpc
+            await _check_tokens(config, chain, rpc)
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
             app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
         app[SWEEPERS] = make_sweepers(config, dsn, pool, app[RPC], app[WALLET])
@@ -176,6 +179,23 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             await sweeper.close()
 
     return ctx
+
+
+async def _check_tokens(config: Config, chain: ChainConfig, rpc: RpcClient) -> None:
+    """Refuse to start on a token whose contract has other decimals than configured (payments in
+    it would be priced 10^n off); a node that cannot be asked now is only a warning."""
+    try:
+        wrong = await decimals_mismatches(rpc, chain)
+    except CtripdError as exc:
+        log.warning("chain.tokens_unchecked", chain=chain.name, error=str(exc))
+        return
+    if wrong:
+        mismatch = wrong[0]
+        raise ConfigError(
+            config.daemon.chains_file,
+            f"chains.{chain.name}.tokens.{mismatch.token.symbol}.decimals",
+            mismatch.problem(),
+        )
 
 
 def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[None]]:
