@@ -116,7 +116,9 @@ async def test_created_event_matches_record_event(write_config, make_client, poo
 
 
 async def test_token_payment(write_config, make_client, pool, anvil) -> None:  # type: ignore[no-untyped-def]
-    token = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    token = devtokens.deploy_token(
+        anvil.url, "erc20_6", "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    )
     config = write_config(chains=[_chain_with_token(anvil.url, token)])
     client = await make_client(config)
     payment = await create(client, await new_key(pool), asset="TD6", amount="12.5")

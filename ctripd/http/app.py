@@ -169,6 +169,7 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             )
             app[RPC][chain.name] = rpc
             await _check_tokens(config, chain, rpc)
+            await _start_cursor(pool, chain, rpc)
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
             app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
         app[SWEEPERS] = make_sweepers(config, dsn, pool, app[RPC], app[WALLET])
@@ -179,6 +180,22 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             await sweeper.close()
 
     return ctx
+
+
+async def _start_cursor(pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient) -> None:
+    """The chain's cursor exists before the API takes payments on it: a payment made before the
+    first scan is then never behind the block the scan starts at. Without a node to ask, the
+    API refuses payments on the chain until its scanner sets the cursor."""
+    if await chains_ledger.cursor(pool, chain.name) is not None:
+        return
+    try:
+        head = await rpc.block_number()
+    except CtripdError as exc:
+        log.warning("chain.cursor_pending", chain=chain.name, error=str(exc))
+        return
+    first = chain.start_block if chain.start_block is not None else head
+    if await chains_ledger.init_cursor(pool, chain.name, first):
+        log.info("chain.cursor_initialized", chain=chain.name, first_block=first)
 
 
 async def _check_tokens(config: Config, chain: ChainConfig, rpc: RpcClient) -> None:

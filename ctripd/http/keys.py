@@ -3,7 +3,7 @@ sets them, handlers read them, and neither imports the other for it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,8 @@ class ApiState:
 
     indexes: IndexPool
     cursor_key: bytes | None = None
+    # Chains whose scan cursor exists: payments on them are taken.
+    watched_chains: set[str] = field(default_factory=set)
 
 
 CONFIG = web.AppKey("config", Config)

@@ -29,6 +29,7 @@ from ctripd.http.params import (
 )
 from ctripd.http.problems import Problem, validation
 from ctripd.ledger import payments
+from ctripd.ledger.chains import cursor
 from ctripd.ledger.objects import STATUSES, load_payment
 from ctripd.money import AmountError, to_base_units
 
@@ -250,6 +251,21 @@ async def _cursor_key(request: web.Request) -> bytes:
     return state.cursor_key
 
 
+async def _require_cursor(request: web.Request, chain: str) -> None:
+    """Payments are taken on a chain only once its scan cursor exists: one made before would
+    have its transfer in blocks the first scan starts after."""
+    state = request.app[API_STATE]
+    if chain in state.watched_chains:
+        return
+    if await cursor(request.app[API_POOL], chain) is None:
+        raise Problem(
+            503,
+            f"chain {chain} is not watched yet (its node could not be reached); retry later",
+            headers={"Retry-After": "5"},
+        )
+    state.watched_chains.add(chain)
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -264,6 +280,7 @@ async def create_payment(request: web.Request) -> web.Response:
     body = await _read_json(request)
     new = parse_create(body, app[CONFIG], merchant, idempotency_key)
     pool = app[API_POOL]
+    await _require_cursor(request, new.chain)
     index = await app[API_STATE].indexes.take(pool)
     payment = await payments.insert_payment(pool, new, index, app[WALLET].address(index))
     if payment is not None:

@@ -35,3 +35,15 @@ async def register(pool: asyncpg.Pool, name: str, chain_id: int) -> None:
                     f"chain id {chain_id} of chain {name!r} is recorded for another chain name: "
                     f"{exc}"
                 ) from None
+
+
+async def cursor(pool: asyncpg.Pool, name: str) -> int | None:
+    """The last block scanned of the chain, or None before its cursor exists."""
+    scanned: int | None = await pool.fetchval(Q["chain_cursor"], name)
+    return scanned
+
+
+async def init_cursor(pool: asyncpg.Pool, name: str, first_block: int) -> bool:
+    """Start the chain's scan at `first_block` unless its cursor exists (first writer wins)."""
+    status: str = await pool.execute(Q["init_cursor"], name, first_block - 1)
+    return status.endswith(" 1")
