@@ -1,4 +1,6 @@
-"""Sweeper: moves confirmed payments' funds from their deposit addresses to the chain's treasury.
+"""Sweeper: every transaction ctripd signs on a chain. It moves confirmed payments' funds from
+their deposit addresses to the treasury, tops deposit addresses up with gas, sends top-up change
+and the former gas wallet's coin back to the treasury, and carries out approved recoveries.
 
 One `Sweeper` per chain; `run_once()` resumes every unfinished sweep, plans new ones, and
 broadcasts them. A sweep is one nonce slot of one sender, stored with its signed raw
@@ -17,10 +19,12 @@ transaction *before* anything is sent:
 - Native: balance − gas × max fee per gas goes out, so the deposit keeps less than one fee. A
   balance that does not pay today's fee is looked at again later, never written off as dust.
   Token: the whole token balance, after a gas top-up from the gas wallet if the deposit cannot
-  pay the gas (the top-up is a `gas_topup` sweep linked to the same payments).
+  pay the gas (the top-up is a `gas_topup` sweep linked to the same payments); a payer's held
+  coin at the address never pays it. What the top-up leaves goes back once it pays for itself.
 - Balances are read at the block `confirmations` deep, so unconfirmed deposits are never swept.
 - Only `confirmed` payments are swept (paid-late ones too, once confirmed). Funds at expired or
-  canceled payments stay where they are: they may be owed back to the payer, an operator decision.
+  canceled payments stay where they are: they may be owed back to the payer, an operator decision
+  that `ctripd recover` records and `_plan_recoveries` carries out.
 - Every signature, first or replacement, passes the signing policy (`jobs.policy`) at that
   moment; a row it refuses is `refused`, logged at critical level and counted in `/metrics`.
 - A stuck transaction is replaced only while the node holds it; one the node refused or forgot
