@@ -248,7 +248,7 @@ def _start_with_work_in_flight(
     daemon = Daemon(str(config.path))
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", daemon.proc)
-        daemon.wait_event("chain.cursor_initialized")
+        daemon.wait_event("chain.scanned")  # the watcher ran once: its next run is the held one
         proxy.stall()
         anvil.rpc("evm_mine", [])
         anvil.rpc("evm_mine", [])
