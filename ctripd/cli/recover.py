@@ -11,7 +11,7 @@ import argparse
 import sys
 
 import asyncpg
-from eth_utils import is_checksum_address, to_checksum_address
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from ctripd.chain.wallet import from_config
 from ctripd.cli.common import CliError, clean, configured_chain, run_on_database
@@ -24,7 +24,7 @@ from ctripd.money import AmountError, to_base_units, to_decimal_string
 def cmd_recover(args: argparse.Namespace) -> int:
     to = args.to
     if not is_checksum_address(to):
-        hint = f": use {to_checksum_address(to)}" if _is_hex_address(to) else ""
+        hint = f": use {to_checksum_address(to)}" if is_hex_address(to) else ""
         raise CliError(f"--to {clean(to)!r} is not a checksummed address{hint}")
 
     async def work(config: Config, pool: asyncpg.Pool) -> str:
@@ -83,14 +83,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _is_hex_address(text: str) -> bool:
-    return (
-        len(text) == 42
-        and text.startswith("0x")
-        and all(c in "0123456789abcdefABCDEF" for c in text[2:])
-    )
 
 
 def _named(chain: ChainConfig, token: str | None) -> str:

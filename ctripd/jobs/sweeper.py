@@ -714,6 +714,10 @@ class Sweeper:
             code = await self.rpc.call("eth_getCode", [to, "latest"])
             if code in (None, "0x", "0x0"):
                 return NATIVE_GAS
+        return await self._estimate(sender, to, value, data)
+
+    async def _estimate(self, sender: str, to: str, value: str, data: str) -> int:
+        """eth_estimateGas with a margin (unused gas is not paid), at least 21000."""
         estimate = _uint(
             await self.rpc.call(
                 "eth_estimateGas", [{"from": sender, "to": to, "value": value, "data": data}]
@@ -793,18 +797,14 @@ class Sweeper:
         )
 
     async def _native_gas(self, sender: str) -> int:
-        """21000 to a treasury without code; a contract treasury (a multisig) may want more."""
+        """Gas of a coin transfer to the treasury: 21000 unless it has code (a multisig may want
+        more); whether it has code is asked once."""
         if self._treasury_has_code is None:
             code = await self.rpc.call("eth_getCode", [self.chain.treasury, "latest"])
             self._treasury_has_code = code not in (None, "0x", "0x0")
         if not self._treasury_has_code:
             return NATIVE_GAS
-        estimate = _uint(
-            await self.rpc.call(
-                "eth_estimateGas", [{"from": sender, "to": self.chain.treasury, "value": "0x1"}]
-            )
-        )
-        return max(NATIVE_GAS, -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1]))
+        return await self._estimate(sender, self.chain.treasury, "0x1", "0x")
 
     async def _plan_native(self, group: _Group, balance: int, fee: Fee) -> int | None:
         if balance <= self.chain.dust_threshold_of(None):
@@ -842,19 +842,8 @@ class Sweeper:
             await self._mark_dust(group, balance)
             return None
         # Tokens like USDT return no data from transfer(): only gas and the receipt matter.
-        estimate = _uint(
-            await self.rpc.call(
-                "eth_estimateGas",
-                [
-                    {
-                        "from": group.address,
-                        "to": group.token,
-                        "data": transfer_data(self.chain.treasury, balance),
-                    }
-                ],
-            )
-        )
-        gas = -(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1])
+        data = transfer_data(self.chain.treasury, balance)
+        gas = await self._estimate(group.address, group.token, "0x0", data)
         need = gas * fee.per_gas
         # Coin a payer sent there by mistake is held for them: the sweep's gas never comes from
         # it, only from top-ups (and their change).
