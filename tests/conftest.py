@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import asyncpg
 import pytest
+from test_sweeper import Rig, make_rig
 
 from ctripd import db
 from ctripd.dev.devnet import AnvilProcess, start_anvil
@@ -188,3 +189,17 @@ async def make_client():  # type: ignore[no-untyped-def]
     yield make
     for client in clients:
         await client.close()
+
+
+# The sweeper's rigs (tests/test_sweeper.py): its own tests, the sweep-safety, recovery and
+# reconciliation tests share them.
+@pytest.fixture
+async def rig(write_config, pool: asyncpg.Pool, anvil: AnvilProcess) -> AsyncIterator[Rig]:  # type: ignore[no-untyped-def]
+    async with make_rig(write_config, pool, anvil) as r:
+        yield r
+
+
+@pytest.fixture
+async def token_rig(write_config, pool: asyncpg.Pool, anvil: AnvilProcess) -> AsyncIterator[Rig]:  # type: ignore[no-untyped-def]
+    async with make_rig(write_config, pool, anvil, tokens=True) as r:
+        yield r

@@ -4,25 +4,12 @@ policy, once; a request nobody approved with the wallet's key moves nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
-import asyncpg
-import pytest
 import structlog
-from test_sweeper import ETH, OUTSIDER, WALLET, Rig, make_rig
+from test_sweeper import ETH, OUTSIDER, WALLET, Rig
 
 from ctripd.cli import main as cli
-from ctripd.config import Config
-from ctripd.dev.devnet import AnvilProcess
 from ctripd.ledger.reconcile import reconcile
-
-
-@pytest.fixture
-async def token_rig(
-    write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
-) -> AsyncIterator[Rig]:
-    async with make_rig(write_config, pool, anvil, tokens=True) as r:
-        yield r
 
 
 async def scanned(rig: Rig) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -31,22 +31,6 @@ from ctripd.dev import tokens as devtokens
 from ctripd.dev.devnet import AnvilProcess
 from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
 from ctripd.ledger.reconcile import reconcile
-
-
-@pytest.fixture
-async def rig(
-    write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
-) -> AsyncIterator[Rig]:
-    async with make_rig(write_config, pool, anvil) as r:
-        yield r
-
-
-@pytest.fixture
-async def token_rig(
-    write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
-) -> AsyncIterator[Rig]:
-    async with make_rig(write_config, pool, anvil, tokens=True) as r:
-        yield r
 
 
 async def forge_sweep(rig: Rig, **row: Any) -> int:

@@ -286,22 +286,6 @@ async def make_rig(
                 anvil.rpc("anvil_setNextBlockBaseFeePerGas", [next_base_fee])
 
 
-@pytest.fixture
-async def rig(
-    write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
-) -> AsyncIterator[Rig]:
-    async with make_rig(write_config, pool, anvil) as r:
-        yield r
-
-
-@pytest.fixture
-async def token_rig(
-    write_config: Callable[..., Config], pool: asyncpg.Pool, anvil: AnvilProcess
-) -> AsyncIterator[Rig]:
-    async with make_rig(write_config, pool, anvil, tokens=True) as r:
-        yield r
-
-
 async def assert_reconciled(rig: Rig) -> None:
     report = await reconcile(rig.pool, rig.rpc, rig.chain)
     assert report.mismatches == []

@@ -15,9 +15,10 @@ from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from ctripd.chain.wallet import from_config
 from ctripd.cli.common import CliError, clean, configured_chain, run_on_database
-from ctripd.config import ChainConfig, Config
+from ctripd.config import Config
 from ctripd.ledger import recoveries
 from ctripd.ledger.objects import load_payment
+from ctripd.ledger.reconcile import asset_of
 from ctripd.money import AmountError, to_base_units, to_decimal_string
 
 
@@ -38,7 +39,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             raise CliError(f"payment {payment['id']} holds no funds to recover")
         if args.asset is None:
             if len(held) > 1:
-                names = ", ".join(_named(chain, t) for t in held)
+                names = ", ".join(asset_of(chain, t)[0] for t in held)
                 raise CliError(f"payment {payment['id']} holds several assets ({names}): --asset")
             token = next(iter(held))
         else:
@@ -83,13 +84,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _named(chain: ChainConfig, token: str | None) -> str:
-    if token is None:
-        return chain.native.symbol
-    found = chain.token_at(token)
-    return found.symbol if found else token
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

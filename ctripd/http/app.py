@@ -193,7 +193,7 @@ async def _start_cursor(pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient) 
     except CtripdError as exc:
         log.warning("chain.cursor_pending", chain=chain.name, error=str(exc))
         return
-    first = chain.start_block if chain.start_block is not None else head
+    first = chains_ledger.first_block(chain, head)
     if await chains_ledger.init_cursor(pool, chain.name, first):
         log.info("chain.cursor_initialized", chain=chain.name, first_block=first)
 

@@ -62,14 +62,17 @@ class GasWallet:
 
     index: int
     address: str
-    hardened: bool
     legacy: str | None
+
+    @property
+    def hardened(self) -> bool:
+        return self.legacy is not None
 
     @classmethod
     def of(cls, wallet: Wallet, index: int, hardened: bool) -> GasWallet:
         if hardened:
-            return cls(index, wallet.gas_address(index), True, wallet.address(index))
-        return cls(index, wallet.address(index), False, None)
+            return cls(index, wallet.gas_address(index), wallet.address(index))
+        return cls(index, wallet.address(index), None)
 
 
 class SigningPolicy:
@@ -101,8 +104,7 @@ class SigningPolicy:
                 raise PolicyRefusal("only native coin leaves the former gas wallet")
             return
         if intent.kind == "token":
-            configured = {t.address.lower() for t in self.chain.tokens.values()}
-            if intent.token is None or intent.token.lower() not in configured:
+            if intent.token is None or self.chain.token_at(intent.token) is None:
                 raise PolicyRefusal(f"{intent.token} is not a token of chain {self.chain.name}")
         elif intent.token is not None:
             raise PolicyRefusal("a native sweep names a token")

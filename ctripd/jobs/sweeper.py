@@ -189,6 +189,8 @@ class Sweeper:
         # Consecutive planning failures per address, for the back-off's doubling.
         self._plan_failures: dict[str, int] = {}
         self._treasury_has_code: bool | None = None
+        # Today's fee, read once per round by whichever step needs it first.
+        self._round_fee: Fee | None = None
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -200,6 +202,7 @@ class Sweeper:
                 log.debug("sweep.locked_elsewhere", chain=self.chain.name)
                 return
             head = await self.rpc.block_number()
+            self._round_fee = None
             await self._advance(head)
             new = await self._plan(head)
             new += await self._plan_change(head)
@@ -233,6 +236,13 @@ class Sweeper:
         if self._lock_conn is not None:
             await self._lock_conn.close()
             self._lock_conn = None
+
+    async def _fee(self) -> Fee:
+        """Today's fee under the chain's cap; replacements, planning, change and recoveries of
+        one round share one reading (FeeCapError is not kept: the next step asks again)."""
+        if self._round_fee is None:
+            self._round_fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+        return self._round_fee
 
     def _sweep_log(self, row: asyncpg.Record) -> Any:
         """The log of one sweep's transaction: chain, sweep and nonce bound."""
@@ -418,7 +428,7 @@ class Sweeper:
             gas_price=_opt_int(current["gas_price"]),
         )
         try:
-            now_fee: Fee | None = await current_fee(self.rpc, cap)
+            now_fee: Fee | None = await self._fee()
         except FeeCapError:
             now_fee = None
         fee = replacement_fee(old, now_fee, cap)
@@ -442,9 +452,11 @@ class Sweeper:
             ]
             free = max(0, balance - await self._held_native(payments))
             if free < gas * fee.per_gas:
-                await self._top_up_for_replacement(row, gas * fee.per_gas - free, fee)
+                await self._top_up_for_replacement(row, payments, gas * fee.per_gas - free, fee)
                 return "waiting for a gas top-up to pay the higher fee"
-        recovery = await self.pool.fetchrow(Q["recovery_of_sweep"], row["id"])
+        recovery = None
+        if row["kind"] == "recover":
+            recovery = await self.pool.fetchrow(Q["recovery_of_sweep"], row["id"])
         if recovery is not None and row["token_address"] is None:
             # A native recovery pays its fee from the recovered funds, at the new price too.
             amount = int(recovery["amount"]) - gas * fee.per_gas
@@ -487,12 +499,11 @@ class Sweeper:
         await self._send(fresh, versions[row["id"]][-1])
         return None
 
-    async def _top_up_for_replacement(self, row: asyncpg.Record, short: int, fee: Fee) -> None:
+    async def _top_up_for_replacement(
+        self, row: asyncpg.Record, payments: list[str], short: int, fee: Fee
+    ) -> None:
         if await self.pool.fetchval(Q["unfinished_topup_to"], self.chain.name, row["from_address"]):
             return
-        payments = [
-            p["payment_id"] for p in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
-        ]
         sweep_id = await self._create(
             kind="gas_topup",
             index=self.gas.index,
@@ -530,7 +541,7 @@ class Sweeper:
             if token is not None:
                 calls.append(("eth_call", [{"to": token, "data": balance_of_data(address)}, safe]))
         try:
-            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            fee = await self._fee()
             answers = iter(await self.rpc.batch(calls))
         except FeeCapError as exc:
             log.warning("sweep.fee_above_cap", chain=self.chain.name, error=str(exc))
@@ -596,7 +607,7 @@ class Sweeper:
             return []
         safe = hex(self._safe_block(head))
         try:
-            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            fee = await self._fee()
             balances = await self.rpc.batch([("eth_getBalance", [r["address"], safe]) for r in due])
         except (FeeCapError, RpcError) as exc:
             log.warning("sweep.change_deferred", chain=self.chain.name, error=str(exc))
@@ -646,7 +657,7 @@ class Sweeper:
             return []
         new: list[int] = []
         try:
-            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            fee = await self._fee()
         except (FeeCapError, RpcError) as exc:
             log.warning("sweep.recovery_deferred", chain=self.chain.name, error=str(exc))
             return []
@@ -741,7 +752,7 @@ class Sweeper:
         if state["unfinished"]:
             return []
         try:
-            fee = await current_fee(self.rpc, self.chain.max_fee_per_gas)
+            fee = await self._fee()
             balance = _uint(
                 await self.rpc.call("eth_getBalance", [legacy, hex(self._safe_block(head))])
             )
@@ -775,8 +786,7 @@ class Sweeper:
 
     async def _held_native(self, payment_ids: list[str]) -> int:
         """Native coin the ledger holds for these payments' payers (not yet recovered)."""
-        held = [await recoveries.still_there(self.pool, p) for p in payment_ids]
-        return sum(h.get(None, 0) for h in held)
+        return (await recoveries.still_there(self.pool, payment_ids)).get(None, 0)
 
     async def _defer(self, group: _Group, seconds: float) -> None:
         """Plan the group's payments again after `seconds`; the others keep their turn."""

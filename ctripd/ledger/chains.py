@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from ctripd.db import queries
+from ctripd.config import ChainConfig
+from ctripd.db import Conn, queries
 from ctripd.errors import DatabaseError
 
 Q = queries("chains")
@@ -43,7 +44,12 @@ async def cursor(pool: asyncpg.Pool, name: str) -> int | None:
     return scanned
 
 
-async def init_cursor(pool: asyncpg.Pool, name: str, first_block: int) -> bool:
-    """Start the chain's scan at `first_block` unless its cursor exists (first writer wins)."""
-    status: str = await pool.execute(Q["init_cursor"], name, first_block - 1)
+def first_block(chain: ChainConfig, head: int) -> int:
+    """Where a chain's scan starts when it has no cursor: `start_block`, else the head."""
+    return chain.start_block if chain.start_block is not None else head
+
+
+async def init_cursor(conn: Conn | asyncpg.Pool, name: str, first: int) -> bool:
+    """Start the chain's scan at block `first` unless its cursor exists (first writer wins)."""
+    status: str = await conn.execute(Q["init_cursor"], name, first - 1)
     return status.endswith(" 1")

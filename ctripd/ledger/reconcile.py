@@ -166,7 +166,7 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
     return report
 
 
-def _asset(chain: ChainConfig, token_address: str | None) -> tuple[str, int]:
+def asset_of(chain: ChainConfig, token_address: str | None) -> tuple[str, int]:
     """(symbol, decimals) of a token address (None: the native coin); an unconfigured token is
     named by its address, in base units."""
     if token_address is None:
@@ -176,7 +176,7 @@ def _asset(chain: ChainConfig, token_address: str | None) -> tuple[str, int]:
 
 
 def _recovery(chain: ChainConfig, row: asyncpg.Record) -> Recovery:
-    asset, decimals = _asset(chain, row["token_address"])
+    asset, decimals = asset_of(chain, row["token_address"])
     return Recovery(
         row["id"],
         row["payment_id"],
@@ -190,7 +190,7 @@ def _recovery(chain: ChainConfig, row: asyncpg.Record) -> Recovery:
 
 
 def _held(chain: ChainConfig, row: asyncpg.Record) -> Held:
-    asset, decimals = _asset(chain, row["token"])
+    asset, decimals = asset_of(chain, row["token"])
     if row["other_asset"]:
         reason = "another asset than the payment's"
     else:

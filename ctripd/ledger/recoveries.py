@@ -22,19 +22,19 @@ async def held(
 ) -> dict[str | None, int]:
     """What is left to recover of a payment's held funds, by asset (token address lowercased,
     None for native): less the recoveries approved or done (but `excluding`)."""
-    return await _held(conn, payment_id, excluding, ["approved", "done"])
+    return await _held(conn, [payment_id], excluding, ["approved", "done"])
 
 
-async def still_there(conn: Conn | asyncpg.Pool, payment_id: str) -> dict[str | None, int]:
-    """A payment's held funds still at its address, by asset: less the recoveries done only
-    (an approved one has not moved them yet)."""
-    return await _held(conn, payment_id, None, ["done"])
+async def still_there(conn: Conn | asyncpg.Pool, payment_ids: list[str]) -> dict[str | None, int]:
+    """These payments' held funds still at their address, by asset: less the recoveries done
+    only (an approved one has not moved them yet)."""
+    return await _held(conn, payment_ids, None, ["done"])
 
 
 async def _held(
-    conn: Conn | asyncpg.Pool, payment_id: str, excluding: int | None, taking: list[str]
+    conn: Conn | asyncpg.Pool, payment_ids: list[str], excluding: int | None, taking: list[str]
 ) -> dict[str | None, int]:
-    rows = await conn.fetch(Q["held_of_payment"], payment_id, excluding, taking)
+    rows = await conn.fetch(Q["held_of_payments"], payment_ids, excluding, taking)
     return {r["token"]: int(r["amount"]) for r in rows if int(r["amount"]) > 0}
 
 

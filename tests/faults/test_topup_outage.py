@@ -42,6 +42,7 @@ from harness import (
 )
 
 from ctripd.dev.devnet import AnvilProcess, free_port, start_anvil
+from ctripd.money import to_decimal_string
 
 KILLS = 12 if FULL else 4
 OUTAGE = 20.0 if FULL else 6.0
@@ -59,7 +60,8 @@ def chain_node() -> Iterator[AnvilProcess]:
 async def pay_usdt(world: World, api: Api, rng: random.Random, key: str, token: str) -> None:
     """A USDT payment, paid in full: a token sweep, so a gas top-up first."""
     units = rng.randint(2, 500) * 10**4
-    body = {"chain": "anvil", "asset": "USDT", "amount": f"{units / 10**6:.6f}", "order_id": key}
+    amount = to_decimal_string(units, 6)
+    body = {"chain": "anvil", "asset": "USDT", "amount": amount, "order_id": key}
     payment = await api.create(key, body)
     created = Created(payment["id"], "anvil", "USDT", token, payment["address"], units, "exact")
     world.created[created.id] = created
