@@ -49,7 +49,8 @@ class Refusal(NamedTuple):
 class Proxy:
     """Forwards JSON-RPC to Anvil unless told to fail: `refusals` answer the next requests in
     turn, `down` answers 503, `delay` stalls, `hold` parks requests until released,
-    `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do."""
+    `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do, `node_error`
+    answers every call with HTTP 200 and that JSON-RPC error object."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -61,6 +62,7 @@ class Proxy:
         # While set and not yet released, requests wait here (a node that stopped answering).
         self.hold: asyncio.Event | None = None
         self.max_logs_span: int | None = None
+        self.node_error: dict[str, Any] | None = None
         self.requests = 0
         # time.monotonic() of each request's arrival: the clock of the client under test.
         self.arrivals: list[float] = []
@@ -104,6 +106,11 @@ class Proxy:
             await asyncio.sleep(self.delay)
         body = await request.read()
         calls = orjson.loads(body)
+        if self.node_error is not None:
+            error = self.node_error
+            return web.json_response(
+                [{"jsonrpc": "2.0", "id": c["id"], "error": error} for c in calls]
+            )
         for call in calls if isinstance(calls, list) else [calls]:
             self.calls.append((call["method"], call["params"]))
             if call["method"] == "eth_getLogs":
@@ -176,14 +183,71 @@ async def test_waiting_requests_go_in_priority_order(anvil, proxies, session) ->
     assert numbers == [1, 3, 5]
 
 
-async def test_node_errors_are_mapped_and_not_retried(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+async def test_request_errors_are_mapped_and_not_retried(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
     proxy = await proxies()
     rpc = RpcClient("anvil", [proxy.url, anvil.url], session)
     with pytest.raises(RpcNodeError) as caught:
-        await rpc.call("eth_noSuchMethod", [])
-    assert caught.value.method == "eth_noSuchMethod" and caught.value.code is not None
-    assert proxy.requests == 1  # the node answered: no retry, no failover
+        await rpc.call("eth_getBlockByNumber", ["not a block"])
+    assert caught.value.method == "eth_getBlockByNumber" and caught.value.code is not None
+    assert proxy.requests == 1  # the node answered about the request: no retry, no failover
     assert rpc.endpoints[0].ok
+    for message in ("nonce too low", "replacement transaction underpriced", "execution reverted"):
+        proxy.node_error = {"code": -32000, "message": message}
+        with pytest.raises(RpcNodeError, match=message):
+            await rpc.call("eth_sendRawTransaction", ["0x00"])
+        assert rpc.endpoints[0].ok
+    assert proxy.requests == 4
+
+
+# What providers answer with HTTP 200 when the trouble is theirs: quota, rate, a block the node
+# behind the balancer lacks, an internal error, a node without the debug namespace.
+NODE_SIDE = [
+    {"code": -32005, "message": "daily request count exceeded, request rate limited"},
+    {"code": 429, "message": "Too Many Requests"},
+    {"code": -32000, "message": "header not found"},
+    {"code": -32603, "message": "internal error"},
+    {"code": -32000, "message": "Your app has exceeded its compute units per second capacity"},
+    {"code": -32601, "message": "the method debug_traceBlockByHash does not exist"},
+]
+
+
+@pytest.mark.parametrize("error", NODE_SIDE, ids=[e["message"][:24] for e in NODE_SIDE])
+async def test_node_side_errors_fail_over_with_cooldown(anvil, proxies, session, error) -> None:  # type: ignore[no-untyped-def]
+    primary = await proxies()
+    primary.node_error = error
+    rpc = RpcClient("anvil", [primary.url, anvil.url], session)
+    assert await rpc.block_number() >= 0
+    first, second = rpc.health()
+    assert not first["ok"] and error["message"] in first["last_error"] and second["ok"]
+    assert await rpc.chain_id() == 31337
+    assert primary.requests == 1  # cooling down: traffic stays on the backup
+
+
+async def test_node_side_errors_everywhere_end_unavailable(proxies, session) -> None:  # type: ignore[no-untyped-def]
+    a, b = await proxies(), await proxies()
+    a.node_error = b.node_error = {"code": -32603, "message": "internal error"}
+    rpc = RpcClient("anvil", [a.url, b.url], session, retries=1, backoff_base=0.01)
+    with pytest.raises(RpcUnavailableError, match="internal error"):
+        await rpc.block_number()
+    assert (a.requests, b.requests) == (2, 2)
+
+
+async def test_an_incomplete_batch_answer_fails_over(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    async def half(request: web.Request) -> web.Response:
+        calls = orjson.loads(await request.read())
+        return web.json_response([{"jsonrpc": "2.0", "id": calls[0]["id"], "result": "0x1"}])
+
+    app = web.Application()
+    app.router.add_post("/", half)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        rpc = RpcClient("anvil", [str(server.make_url("/")), anvil.url], session)
+        blocks = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in (0, 0)])
+        assert [b["number"] for b in blocks] == ["0x0", "0x0"]
+        assert rpc.endpoints[0].last_error == "no answer to eth_getBlockByNumber in the batch"
+    finally:
+        await server.close()
 
 
 async def test_dead_first_url_fails_over(anvil, session) -> None:  # type: ignore[no-untyped-def]
@@ -380,6 +444,25 @@ async def test_watcher_scans_through_a_dead_first_url(write_config, pool, anvil)
         watcher = rig.watcher(config)
         await watcher.run_once()
         pid, address = await insert_payment(pool, config, ETH)
+        send_native(anvil, address, ETH)
+        await watcher.run_once()
+        assert (await payment(pool, pid))["status"] == "detected"
+        assert not watcher.rpc.endpoints[0].ok and watcher.rpc.endpoints[1].ok
+    finally:
+        await rig.close()
+
+
+async def test_watcher_scans_through_a_first_url_out_of_quota(  # type: ignore[no-untyped-def]
+    write_config, pool, anvil, proxies
+) -> None:
+    primary = await proxies()
+    config = write_config(chains=[chain_entry(anvil, rpc=[primary.url, anvil.url])])
+    rig = Rig()
+    try:
+        watcher = rig.watcher(config)
+        await watcher.run_once()
+        pid, address = await insert_payment(pool, config, ETH)
+        primary.node_error = {"code": -32005, "message": "project ID request rate exceeded"}
         send_native(anvil, address, ETH)
         await watcher.run_once()
         assert (await payment(pool, pid))["status"] == "detected"

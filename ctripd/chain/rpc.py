@@ -62,6 +62,19 @@ _RANGE_LIMIT = re.compile(
 # Infura / EIP-1474 "limit exceeded".
 _LIMIT_CODE = -32005
 
+# JSON-RPC errors that are the node's trouble, not the request's: another URL may well answer.
+# Internal error, resource unavailable, limit exceeded (quota, rate), method not found (a node
+# without the debug namespace: a backup may have it).
+_NODE_SIDE_CODES = frozenset({-32603, -32002, _LIMIT_CODE, -32601, 429, -32029, -32090})
+# Providers put the same troubles under the generic -32000 too; the request errors there
+# (nonce too low, underpriced, insufficient funds, execution reverted, ...) match none of these.
+_NODE_SIDE_MESSAGE = re.compile(
+    r"header not found|unknown block|missing trie node|not (yet )?synced|syncing|pruned"
+    r"|rate.?limit|too many requests|quota|credits|capacity|daily (request )?limit"
+    r"|internal error|timed? ?out|unavailable|overload|busy|try again|upstream|backend",
+    re.IGNORECASE,
+)
+
 
 # Statuses whose `Retry-After` says when the provider takes requests again (RFC 9110, 6585).
 _RETRY_AFTER_STATUSES = (429, 503)
@@ -84,6 +97,38 @@ def display_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     hidden = "/…" if parts.path.strip("/") or parts.query else ""
     return f"{parts.scheme}://{host}{hidden}"
+
+
+def _error_parts(error: Any) -> tuple[int | None, str]:
+    if not isinstance(error, dict):
+        return None, str(error)
+    code = error.get("code")
+    return (code if isinstance(code, int) else None), str(error.get("message"))
+
+
+def _is_range_error(method: str, code: int | None, message: str) -> bool:
+    return method == "eth_getLogs" and (code == _LIMIT_CODE or bool(_RANGE_LIMIT.search(message)))
+
+
+def _check_answers(answers: list[Any], methods: dict[int, str]) -> None:
+    """Fail the URL (not the request) when its answer lacks one of our calls or carries a
+    node-side error: quota, rate limit, a block it does not have yet, an internal error.
+    Range refusals of eth_getLogs and errors about the request itself are the caller's."""
+    by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+    whole_batch = len(answers) == 1 and isinstance(answers[0], dict) and "error" in answers[0]
+    for call_id, method in methods.items():
+        answer = by_id.get(call_id)
+        if answer is None:
+            if not whole_batch:
+                raise _TransportError(f"no answer to {method} in the batch")
+            answer = answers[0]
+        if "error" not in answer:
+            continue
+        code, message = _error_parts(answer["error"])
+        if _is_range_error(method, code, message):
+            continue
+        if code in _NODE_SIDE_CODES or _NODE_SIDE_MESSAGE.search(message):
+            raise _TransportError(f"{method}: node error {code}: {message}"[:200])
 
 
 class _PriorityGate:
@@ -159,6 +204,9 @@ class Endpoint:
 class RpcClient:
     """Calls go to the first URL not cooling down, in configured order.
 
+    A URL fails on a transport error, a bad HTTP status, a malformed or incomplete answer, or a
+    JSON-RPC error that is the node's trouble (quota, rate limit, internal error, a block it
+    lacks); an error about the request itself is raised to the caller as `RpcNodeError`.
     A failed URL cools down (1 s, doubling per consecutive failure, at most `cooldown_cap`);
     afterwards it is tried first again, so traffic returns to the primary once it recovers.
     A 429 or 503 with a valid `Retry-After` sets the cool-down instead (at most `cooldown_cap`,
@@ -227,30 +275,28 @@ class RpcClient:
         if check is not None:
             requests.append({"jsonrpc": "2.0", "id": check, "method": "eth_chainId", "params": []})
         body = orjson.dumps(requests)
+        methods = {first + i: m for i, (m, _) in enumerate(calls)}
         async with self._gate.slot(priority):
-            answers = await self._send(body, check)
+            answers = await self._send(body, check, methods)
         by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
         results = []
         for i, (method, _) in enumerate(calls):
-            answer = by_id.get(first + i)
-            if answer is None:
-                # A whole-batch refusal comes back as one error without our ids.
-                answer = answers[0] if len(answers) == 1 and "error" in answers[0] else None
-            if answer is None:
-                raise RpcNodeError(self.chain, method, None, "no answer in the batch")
+            # `_post` saw an answer to every call, or a whole-batch refusal without our ids.
+            answer = by_id.get(first + i) or answers[0]
             if "error" in answer:
                 raise self._node_error(method, answer["error"])
             results.append(answer.get("result"))
         return results
 
     def _node_error(self, method: str, error: Any) -> RpcNodeError:
-        code = error.get("code") if isinstance(error, dict) else None
-        message = str(error.get("message") if isinstance(error, dict) else error)
-        if method == "eth_getLogs" and (code == _LIMIT_CODE or _RANGE_LIMIT.search(message)):
+        code, message = _error_parts(error)
+        if _is_range_error(method, code, message):
             return RpcRangeError(self.chain, method, code, message)
         return RpcNodeError(self.chain, method, code, message)
 
-    async def _send(self, body: bytes, check: int | None) -> list[dict[str, Any]]:
+    async def _send(
+        self, body: bytes, check: int | None, methods: dict[int, str]
+    ) -> list[dict[str, Any]]:
         """POST to the URLs in order of preference; retry rounds with backoff when all fail."""
         failures: list[str] = []
         for attempt in range(self.retries + 1):
@@ -264,7 +310,7 @@ class RpcClient:
                 tried.add(position)
                 endpoint = self.endpoints[position]
                 try:
-                    return await self._post(endpoint, body, check)
+                    return await self._post(endpoint, body, check, methods)
                 except _TransportError as exc:
                     failures.append(f"{display_url(endpoint.url)}: {exc}")
         log.warning("rpc.unavailable", chain=self.chain, errors=failures[-len(self.endpoints) :])
@@ -292,7 +338,7 @@ class RpcClient:
         return min(free, key=lambda i: max(self.endpoints[i].down_until, now), default=None)
 
     async def _post(
-        self, endpoint: Endpoint, body: bytes, check: int | None
+        self, endpoint: Endpoint, body: bytes, check: int | None, methods: dict[int, str]
     ) -> list[dict[str, Any]]:
         started = time.perf_counter()
         endpoint.requests += 1
@@ -317,6 +363,7 @@ class RpcClient:
                 raise _TransportError("answer is not a JSON-RPC response")
             if check is not None:
                 self._check_chain(answers, check)
+            _check_answers(answers, methods)
         except _TransportError as exc:
             self._failed(endpoint, str(exc), exc.retry_after)
             raise
