@@ -207,6 +207,8 @@ class ChainConfig:
     max_fee_per_gas: int = field(default=500 * 10**9, metadata=_bounded(1))
     # A sweep not mined after this many seconds is replaced with a higher fee.
     replace_after: int = field(default=120, metadata=_SECONDS)
+    # A head block older than this many seconds: the chain (or every node of it) is stalled.
+    stall_after: int = field(default=120, metadata=_SECONDS)
 
     def dust_threshold_of(self, token: str | None) -> int:
         """Base units of the asset (native for None) at or below which a balance waits."""

@@ -103,7 +103,12 @@ def anvil_node() -> Iterator[AnvilProcess]:
 
 @pytest.fixture
 def anvil(anvil_node: AnvilProcess) -> Iterator[AnvilProcess]:
-    """The worker's Anvil, reverted after the test to the state it had before."""
+    """The worker's Anvil, reverted after the test to the state it had before.
+
+    A block is mined first: Anvil mines only on demand, and a head left minutes old by the tests
+    before would read as a stalled chain (`stall_after`).
+    """
+    anvil_node.rpc("evm_mine")
     snapshot = anvil_node.rpc("evm_snapshot")
     yield anvil_node
     anvil_node.rpc("evm_revert", [snapshot])

@@ -50,7 +50,8 @@ class Proxy:
     """Forwards JSON-RPC to Anvil unless told to fail: `refusals` answer the next requests in
     turn, `down` answers 503, `delay` stalls, `hold` parks requests until released,
     `max_logs_span` refuses wider eth_getLogs ranges the way hosted providers do, `node_error`
-    answers every call with HTTP 200 and that JSON-RPC error object."""
+    answers every call with HTTP 200 and that JSON-RPC error object, `frozen_at` answers as a
+    node stuck at that block (its head; later blocks unknown)."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -63,6 +64,7 @@ class Proxy:
         self.hold: asyncio.Event | None = None
         self.max_logs_span: int | None = None
         self.node_error: dict[str, Any] | None = None
+        self.frozen_at: int | None = None
         self.requests = 0
         # time.monotonic() of each request's arrival: the clock of the client under test.
         self.arrivals: list[float] = []
@@ -111,6 +113,8 @@ class Proxy:
             return web.json_response(
                 [{"jsonrpc": "2.0", "id": c["id"], "error": error} for c in calls]
             )
+        if self.frozen_at is not None:
+            return web.json_response([await self._frozen(c, self.frozen_at) for c in calls])
         for call in calls if isinstance(calls, list) else [calls]:
             self.calls.append((call["method"], call["params"]))
             if call["method"] == "eth_getLogs":
@@ -125,6 +129,22 @@ class Proxy:
             self.target, data=body, headers={"Content-Type": "application/json"}
         ) as resp:
             return web.Response(body=await resp.read(), content_type="application/json")
+
+    async def _frozen(self, call: dict[str, Any], head: int) -> dict[str, Any]:
+        """One call answered as a node stuck at block `head` would."""
+        method, params = call["method"], list(call["params"])
+        if method == "eth_blockNumber":
+            return {"jsonrpc": "2.0", "id": call["id"], "result": hex(head)}
+        if method == "eth_getBlockByNumber":
+            if params[0] == "latest":
+                params[0] = hex(head)
+            elif int(params[0], 16) > head:
+                return {"jsonrpc": "2.0", "id": call["id"], "result": None}
+        assert self.session is not None
+        forwarded = {**call, "params": params}
+        async with self.session.post(self.target, json=forwarded) as resp:
+            answer: dict[str, Any] = await resp.json()
+            return answer
 
 
 @pytest.fixture
@@ -467,5 +487,56 @@ async def test_watcher_scans_through_a_first_url_out_of_quota(  # type: ignore[n
         await watcher.run_once()
         assert (await payment(pool, pid))["status"] == "detected"
         assert not watcher.rpc.endpoints[0].ok and watcher.rpc.endpoints[1].ok
+    finally:
+        await rig.close()
+
+
+async def test_head_fails_over_from_a_node_that_lags_the_others(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    stuck = await proxies()
+    stuck.frozen_at = int(anvil.rpc("eth_blockNumber"), 16)
+    anvil.rpc("anvil_mine", ["0xa"])
+    real = int(anvil.rpc("eth_blockNumber"), 16)
+    rpc = RpcClient("anvil", [stuck.url, anvil.url], session)
+    head = await rpc.head()
+    assert head.number == real
+    first, second = rpc.health()
+    assert not first["ok"] and first["last_error"] == "10 blocks behind another URL"
+    assert second["ok"]
+    block = await rpc.call("eth_getBlockByNumber", [hex(real), False])
+    assert int(block["number"], 16) == real  # asked of the node that has it
+    assert stuck.requests == 1
+
+    stuck.frozen_at = None  # caught up again: the head agrees, traffic returns to the first URL
+    rpc.endpoints[0].down_until = 0.0
+    assert (await rpc.head()).number == real
+    assert rpc.endpoints[0].ok
+
+
+async def test_head_within_the_lag_tolerance_is_the_lowest(anvil, proxies, session) -> None:  # type: ignore[no-untyped-def]
+    behind = await proxies()
+    behind.frozen_at = int(anvil.rpc("eth_blockNumber"), 16)
+    anvil.rpc("anvil_mine", ["0x2"])
+    rpc = RpcClient("anvil", [anvil.url, behind.url], session)
+    # Two blocks behind is tolerated; the head is one every URL knows.
+    assert (await rpc.head()).number == behind.frozen_at
+    assert all(e["ok"] for e in rpc.health())
+
+
+async def test_watcher_sees_payments_past_a_stuck_first_url(  # type: ignore[no-untyped-def]
+    write_config, pool, anvil, proxies
+) -> None:
+    stuck = await proxies()
+    config = write_config(chains=[chain_entry(anvil, rpc=[stuck.url, anvil.url])])
+    rig = Rig()
+    try:
+        watcher = rig.watcher(config)
+        await watcher.run_once()
+        stuck.frozen_at = int(anvil.rpc("eth_blockNumber"), 16)
+        pid, address = await insert_payment(pool, config, ETH)
+        send_native(anvil, address, ETH)
+        anvil.rpc("anvil_mine", ["0x5"])
+        await watcher.run_once()
+        assert (await payment(pool, pid))["status"] == "confirmed"
+        assert not watcher.rpc.endpoints[0].ok
     finally:
         await rig.close()

@@ -131,6 +131,21 @@ def _check_answers(answers: list[Any], methods: dict[int, str]) -> None:
             raise _TransportError(f"{method}: node error {code}: {message}"[:200])
 
 
+@dataclass(frozen=True)
+class Head:
+    """A chain head as a node reported it: its number and its block's own timestamp."""
+
+    number: int
+    timestamp: int
+
+
+def _head(chain: str, block: Any) -> Head:
+    try:
+        return Head(int(block["number"], 16), int(block["timestamp"], 16))
+    except (TypeError, KeyError, ValueError):
+        raise RpcNodeError(chain, "eth_getBlockByNumber", None, "no latest block") from None
+
+
 class _PriorityGate:
     """At most `limit` requests in flight; waiters go lowest `priority` first, FIFO on ties.
 
@@ -230,6 +245,8 @@ class RpcClient:
     concurrency: int = 3
     # eth_getLogs: the largest span asked for; the current span shrinks and grows within it.
     max_logs_span: int = 500
+    # `head()`: a URL whose head is more blocks than this behind another URL's is failed.
+    max_node_lag: int = 3
     # When set, every request also asks eth_chainId, and an answer from a node of another chain
     # fails like a dead URL: a provider or load balancer may route any request to such a node.
     expected_chain_id: int | None = None
@@ -433,6 +450,60 @@ class RpcClient:
 
     async def block_number(self) -> int:
         return int(await self.call("eth_blockNumber"), 16)
+
+    async def head(self) -> Head:
+        """The latest block, as every URL not held knows it, asked of them all at once.
+
+        A URL more than `max_node_lag` blocks behind the best answer is failed (cooled down), so
+        that traffic moves to a node that keeps up; a node stuck at an old head would otherwise
+        keep answering "nothing new". The head returned is the lowest among the URLs left, so
+        that whichever of them answers next knows every block up to it.
+        """
+        now = time.monotonic()
+        live = [e for e in self.endpoints if e.held_until <= now]
+        if len(live) < 2:
+            block = await self.call("eth_getBlockByNumber", ["latest", False])
+            return _head(self.chain, block)
+        results = await asyncio.gather(*(self._latest_of(e) for e in live), return_exceptions=True)
+        heads = {id(e): h for e, h in zip(live, results, strict=True) if isinstance(h, Head)}
+        if not heads:
+            # Every URL failed just now: the usual round of retries decides.
+            block = await self.call("eth_getBlockByNumber", ["latest", False])
+            return _head(self.chain, block)
+        best = max(h.number for h in heads.values())
+        for endpoint in live:
+            head = heads.get(id(endpoint))
+            if head is not None and best - head.number > self.max_node_lag:
+                self._failed(endpoint, f"{best - head.number} blocks behind another URL")
+                del heads[id(endpoint)]
+        return min(heads.values(), key=lambda h: h.number)
+
+    async def _latest_of(self, endpoint: Endpoint) -> Head:
+        """The latest block of one URL, outside the gate: a handful of small calls per tick."""
+        first = self._ids
+        check = None if self.expected_chain_id is None else first + 1
+        self._ids += 2
+        request = [
+            {
+                "jsonrpc": "2.0",
+                "id": first,
+                "method": "eth_getBlockByNumber",
+                "params": ["latest", False],
+            }
+        ]
+        if check is not None:
+            request.append({"jsonrpc": "2.0", "id": check, "method": "eth_chainId", "params": []})
+        methods = {first: "eth_getBlockByNumber"}
+        answers = await self._post(endpoint, orjson.dumps(request), check, methods)
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        answer = by_id.get(first) or answers[0]  # `_post` saw ours, or a whole-batch refusal
+        if "error" in answer:
+            raise self._node_error("eth_getBlockByNumber", answer["error"])
+        try:
+            return _head(self.chain, answer.get("result"))
+        except RpcError as exc:
+            self._failed(endpoint, str(exc))
+            raise
 
     async def get_logs(
         self,

@@ -6,6 +6,7 @@ health and `leader` are this process's own view. The API key middleware (`http.a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from ctripd.formats import iso
 from ctripd.http.keys import CONFIG, POOL, RPC, WATCHERS
 from ctripd.http.params import json_response
 from ctripd.jobs.chainwatch import WatchState
-from ctripd.ledger.chains import chain_rows, lag
+from ctripd.ledger.chains import chain_rows, lag, stalled
 
 
 def chain_status(
@@ -31,6 +32,8 @@ def chain_status(
         "chain_id": chain.chain_id,
         "head": row["head"] if row else None,
         "head_seen_at": iso(row["head_seen_at"]) if row else None,
+        "head_time": iso(row["head_time"]) if row else None,
+        "stalled": stalled(row["head_time"] if row else None, chain.stall_after, datetime.now(UTC)),
         "scanned_block": row["scanned_block"] if row else None,
         "scanned_at": iso(row["scanned_at"]) if row else None,
         "lag": lag(row),

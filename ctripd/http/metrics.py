@@ -18,6 +18,7 @@ import importlib.metadata
 import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -38,7 +39,7 @@ from ctripd.db import queries
 from ctripd.http.auth import authenticate
 from ctripd.http.keys import CONFIG, POOL, RPC, WATCHERS
 from ctripd.http.problems import Handler, Problem
-from ctripd.ledger.chains import lag
+from ctripd.ledger.chains import lag, stalled
 from ctripd.ledger.objects import STATUSES as PAYMENT_STATUSES
 
 Q = queries("metrics")
@@ -181,6 +182,10 @@ class GatewayCollector(Collector):
             "Unix time of the last scan step; alert on time() minus this",
         )
         leader = gauge("ctripd_chain_leader", "1 if this process holds the chain's scanner lock")
+        stuck = gauge(
+            "ctripd_chain_stalled", "1 if the head block is older than the chain's stall_after"
+        )
+        now = datetime.now(UTC)
         for chain in self.app[CONFIG].chains:
             name = [chain.name]
             watcher = self.app[WATCHERS].get(chain.name)
@@ -196,7 +201,9 @@ class GatewayCollector(Collector):
                 behind.add_metric(name, blocks)
             if row["scanned_at"] is not None:
                 scanned_at.add_metric(name, row["scanned_at"].timestamp())
-        yield from (head, scanned, behind, scanned_at, leader)
+            if row["head_time"] is not None:
+                stuck.add_metric(name, int(stalled(row["head_time"], chain.stall_after, now)))
+        yield from (head, scanned, behind, scanned_at, leader, stuck)
 
     def _rpc(self) -> Iterator[Metric]:
         # `position` keeps two URLs of one host apart: the shown URL drops paths (API keys).

@@ -545,6 +545,16 @@ _CHAIN_SCHEMAS: Doc = {
             "chain_id": {"type": "integer"},
             "head": {**_NULLABLE_INT, "description": "Latest block the node reported."},
             "head_seen_at": {"type": "string", "format": "date-time", "nullable": True},
+            "head_time": {
+                "type": "string",
+                "format": "date-time",
+                "nullable": True,
+                "description": "The head block's own timestamp.",
+            },
+            "stalled": {
+                "type": "boolean",
+                "description": "The head block is older than the chain's `stall_after`.",
+            },
             "scanned_block": {**_NULLABLE_INT, "description": "Last block fully scanned."},
             "scanned_at": {"type": "string", "format": "date-time", "nullable": True},
             "lag": {**_NULLABLE_INT, "description": "head − scanned_block."},

@@ -12,18 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from ctripd import db
-from ctripd.chain.rpc import RpcClient
+from ctripd.chain.rpc import Head, RpcClient
 from ctripd.chain.scanner import ChainMovedError, RangeScan, scan_range
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn
 from ctripd.errors import DatabaseError
-from ctripd.ledger.chains import first_block, init_cursor
+from ctripd.ledger.chains import first_block, init_cursor, stalled
 from ctripd.ledger.crediting import Policy, credit_range, orphan_after
 
 Q = db.queries("chains")
@@ -49,6 +50,8 @@ class WatchState:
     leader: bool = False
     watched: int = 0
     last_error: str | None = None
+    # The head block this process last saw was older than the chain's `stall_after`.
+    stalled: bool = False
 
 
 class ChainWatcher:
@@ -173,8 +176,11 @@ class ChainWatcher:
         name = self.chain.name
         # The head is read before the watched set: every block up to it was mined after its
         # payments committed, so the refreshed set holds their addresses.
-        head = await self.rpc.block_number()
-        await conn.execute(Q["record_head"], name, head)
+        latest = await self.rpc.head()
+        head = latest.number
+        head_time = datetime.fromtimestamp(latest.timestamp, UTC)
+        await conn.execute(Q["record_head"], name, head, head_time, self.chain.stall_after)
+        self._watch_stall(latest, head_time)
         await self._refresh_watched(conn)
         cursor = await conn.fetchval(Q["chain_cursor"], name)
         if cursor is None:
@@ -228,6 +234,22 @@ class ChainWatcher:
             log.info("chain.scanned", chain=name, blocks=applied, scanned=cursor, head=head)
         return applied
 
+    def _watch_stall(self, latest: Head, head_time: datetime) -> None:
+        """Log the moments the chain's head block gets older than `stall_after`, and fresh again."""
+        now = datetime.now(UTC)
+        is_stalled = stalled(head_time, self.chain.stall_after, now)
+        if is_stalled and not self.state.stalled:
+            log.warning(
+                "chain.stalled",
+                chain=self.chain.name,
+                head=latest.number,
+                head_age_s=round((now - head_time).total_seconds()),
+                stall_after=self.chain.stall_after,
+            )
+        elif self.state.stalled and not is_stalled:
+            log.info("chain.resumed", chain=self.chain.name, head=latest.number)
+        self.state.stalled = is_stalled
+
     async def _apply(self, conn: Conn, cursor: int, scan: RangeScan) -> None:
         """Credit a range, keep its recent block hashes, move the cursor: one transaction."""
         name = self.chain.name
@@ -245,7 +267,7 @@ class ChainWatcher:
                 [b.parent_hash for b in kept],
             )
             await conn.execute(Q["prune_blocks"], name, last - self.window)
-            await conn.execute(Q["move_cursor"], name, cursor, last)
+            await conn.execute(Q["move_cursor"], name, cursor, last, self.chain.stall_after)
         if credited:
             log.info("chain.credited", chain=name, transfers=credited, first=scan.blocks[0].number)
 
@@ -284,7 +306,7 @@ class ChainWatcher:
                 raise LostRaceError(f"{name}: cursor moved from {cursor} by another process")
             orphaned = await orphan_after(conn, self.chain, fork, self.policy)
             await conn.execute(Q["drop_blocks_after"], name, fork)
-            await conn.execute(Q["move_cursor"], name, cursor, fork)
+            await conn.execute(Q["move_cursor"], name, cursor, fork, self.chain.stall_after)
         log.warning(
             "chain.reorg", chain=name, fork_block=fork, depth=cursor - fork, orphaned=orphaned
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from ctripd.config import ChainConfig
@@ -16,6 +18,11 @@ def lag(row: asyncpg.Record | None) -> int | None:
     if row is None or row["head"] is None or row["scanned_block"] is None:
         return None
     return max(0, int(row["head"]) - int(row["scanned_block"]))
+
+
+def stalled(head_time: datetime | None, stall_after: int, now: datetime) -> bool:
+    """The head block is older than `stall_after` seconds: no node follows the chain."""
+    return head_time is not None and (now - head_time).total_seconds() > stall_after
 
 
 async def chain_rows(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:

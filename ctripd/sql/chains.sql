@@ -4,9 +4,13 @@ ON CONFLICT (name) DO UPDATE SET chain_id = EXCLUDED.chain_id
 RETURNING *;
 
 -- name: record_head
--- A head the scanner already reached (no new block) means it is caught up as of now.
-UPDATE chains SET head = $2, head_seen_at = now(),
-    caught_up_at = CASE WHEN scanned_block >= $2 THEN now() ELSE caught_up_at END
+-- $3: the head block's timestamp, $4: stall_after in seconds. A head the scanner already reached
+-- (no new block) means it is caught up as of now, unless the head block is older than stall_after:
+-- then only as of that block's time plus stall_after (a stuck node keeps answering the same head).
+UPDATE chains SET head = $2, head_time = $3, head_seen_at = now(),
+    caught_up_at = CASE WHEN scanned_block >= $2
+        THEN greatest(caught_up_at, least(now(), $3::timestamptz + $4::int * interval '1 second'))
+        ELSE caught_up_at END
 WHERE name = $1;
 
 -- name: all_chains
@@ -28,9 +32,12 @@ WHERE name = $1 AND scanned_block IS NULL;
 
 -- name: move_cursor
 -- Compare-and-set: a range applies only on top of the cursor it was read from. Reaching the
--- recorded head means every transfer mined before that head was seen is recorded.
+-- recorded head means every transfer mined before that head was seen is recorded ($4:
+-- stall_after in seconds, as in record_head).
 UPDATE chains SET scanned_block = $3, scanned_at = now(),
-    caught_up_at = CASE WHEN $3 >= head THEN head_seen_at ELSE caught_up_at END
+    caught_up_at = CASE WHEN $3 >= head
+        THEN greatest(caught_up_at, least(head_seen_at, head_time + $4::int * interval '1 second'))
+        ELSE caught_up_at END
 WHERE name = $1 AND scanned_block = $2;
 
 -- name: block_hash

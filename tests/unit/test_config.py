@@ -210,6 +210,7 @@ CHAIN_CASES: list[tuple[str, Any, str]] = [
     ("dust_threshold", -1, "must not be negative"),
     ("max_fee_per_gas", 0, "must be at least 1"),
     ("replace_after", 0, BETWEEN_1_AND_A_YEAR),
+    ("stall_after", 0, BETWEEN_1_AND_A_YEAR),
     ("native.decimals", 37, "must be between 0 and 36"),
     ("tokens.USDC.decimals", -1, "must be between 0 and 36"),
     ("tokens.USDC.dust_threshold", -5, "must not be negative"),
@@ -285,7 +286,11 @@ def test_every_numeric_key_is_bounded_and_tested() -> None:
         (
             "[database]\npool_min = 7\npool_max = 7\n[payments]\nmin_expiry = 31536000\n"
             "default_expiry = 31536000\nmax_expiry = 31536000\nlate_window = 31536000\n",
-            {"native": {"symbol": "ETH", "decimals": 36}, "replace_after": 31536000},
+            {
+                "native": {"symbol": "ETH", "decimals": 36},
+                "replace_after": 31536000,
+                "stall_after": 31536000,
+            },
         ),
     ],
 )
