@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 from aiohttp import web
+from test_scanner_support import ETH, cancel, chain_entry, send_native
 
 from ctripd.chain.wallet import Wallet
 from ctripd.dev import tokens as devtokens
@@ -15,6 +16,7 @@ from ctripd.dev.devnet import TEST_MNEMONIC
 from ctripd.dev.pay import dev_pay
 from ctripd.errors import CtripdError
 from ctripd.http import auth as apikeys
+from ctripd.http.keys import WATCHERS
 from ctripd.ledger.events import record_event
 
 ACCOUNT_0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
@@ -287,7 +289,7 @@ async def test_cancel(write_config, make_client, pool) -> None:  # type: ignore[
     headers = await new_key(pool)
     payment = await create(client, headers)
     url = f"/v1/payments/{payment['id']}/cancel"
-    resp = await client.post(url, headers=headers)
+    resp = await cancel(client, payment["id"], headers)
     assert resp.status == 200
     canceled = await resp.json()
     assert canceled["status"] == "canceled"
@@ -299,6 +301,30 @@ async def test_cancel(write_config, make_client, pool) -> None:  # type: ignore[
     again = await client.post(url, headers=headers)  # a retried cancel answers the same
     assert again.status == 200 and (await again.json())["status"] == "canceled"
     assert await pool.fetchval("SELECT count(*) FROM events") == 2
+
+
+async def test_cancel_waits_for_the_scanner(write_config, make_client, pool, anvil) -> None:  # type: ignore[no-untyped-def]
+    """A payment paid in time used to be canceled while the scanner was behind: the payer was
+    told "canceled" while their funds sat held."""
+    client = await make_client(write_config(chains=[chain_entry(anvil, poll_interval=0.2)]))
+    watcher = client.server.app[WATCHERS]["anvil"]
+    await watcher.run_once()
+    headers = await new_key(pool)
+    payment = await create(client, headers, amount="1")
+    send_native(anvil, payment["address"], ETH)  # mined, not read yet
+
+    resp = await client.post(f"/v1/payments/{payment['id']}/cancel", headers=headers)
+    assert resp.status == 409 and resp.headers["Retry-After"] == "1"
+    problem = await resp.json()
+    assert "not scanned past the time of this request" in problem["detail"]
+    assert problem["payment_status"] == "pending"
+    assert await pool.fetchval("SELECT status FROM payments") == "pending"
+
+    resp = await cancel(client, payment["id"], headers)  # the scanner runs meanwhile
+    assert resp.status == 409
+    assert (await resp.json())["payment_status"] == "detected"
+    types = await pool.fetch("SELECT type FROM events ORDER BY seq")
+    assert "payment.canceled" not in [r["type"] for r in types]
 
 
 @pytest.mark.parametrize("status", ["detected", "confirmed", "expired"])

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from test_scanner_support import cancel
 
 from ctripd.http import auth as apikeys
 
@@ -57,7 +58,7 @@ async def test_metadata_floats_within_range_read_back(write_config, make_client,
     assert (await resp.json())["metadata"] == {"big": 10**18, "small": -2.5e-300}
     resp = await client.get("/v1/payments", headers=headers)
     assert resp.status == 200, await resp.text()
-    resp = await client.post(f"/v1/payments/{payment_id}/cancel", headers=headers)
+    resp = await cancel(client, payment_id, headers)
     assert resp.status == 200, await resp.text()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from test_scanner_support import ETH, TREASURY, chain_entry, mine, send_native
+from test_scanner_support import ETH, TREASURY, cancel, chain_entry, mine, send_native
 
 from ctripd.dev import tokens as devtokens
 from ctripd.http.auth import create_key
@@ -184,7 +184,7 @@ async def test_status_follows_the_chain_watcher(shop: Shop, anvil) -> None:  # t
 
 async def test_canceled_and_expired_payments(shop: Shop, pool) -> None:  # type: ignore[no-untyped-def]
     canceled = await shop.create()
-    resp = await shop.client.post(f"/v1/payments/{canceled['id']}/cancel", headers=shop.key)
+    resp = await cancel(shop.client, canceled["id"], shop.key)
     assert resp.status == 200
     assert (await shop.status(canceled["id"]))["status"] == "canceled"
     assert data_status(await shop.page(canceled["id"])) == "canceled"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_checkout import Shop, open_shop
-from test_scanner_support import ETH, mine, send_native
+from test_scanner_support import ETH, cancel, mine, send_native
 
 from ctripd.ledger import expiry
 
@@ -163,7 +163,7 @@ async def test_canceled_and_expired_payments_stop_showing_the_address(  # type: 
     for tab in tabs:
         await expect(tab.page.locator(".pay")).to_be_visible()
 
-    resp = await shop.client.post(f"/v1/payments/{canceled['id']}/cancel", headers=shop.key)
+    resp = await cancel(shop.client, canceled["id"], shop.key)
     assert resp.status == 200
     await pool.execute(
         "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1", expired["id"]

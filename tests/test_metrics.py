@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_checkout import open_shop
-from test_scanner_support import TREASURY, head, mine
+from test_scanner_support import TREASURY, cancel, head, mine
 
 from ctripd.http.auth import create_key, revoke_key
 from ctripd.http.keys import POOL, RPC, WATCHERS
@@ -61,7 +61,7 @@ async def test_series_come_from_the_database_and_this_process(  # type: ignore[n
     await shop.watcher.run_once()
     kept = await shop.create()
     canceled = await shop.create()
-    assert (await shop.client.post(f"/v1/payments/{canceled['id']}/cancel", headers=shop.key)).ok
+    assert (await cancel(shop.client, canceled["id"], shop.key)).ok
     event = await pool.fetchval("SELECT id FROM events WHERE payment_id = $1", kept["id"])
     await pool.execute("UPDATE events SET status = 'failed' WHERE id = $1", event)
     for latency_ms, age in ((30, 3600), (100, 0), (101, 0), (20_000, 3600), (45_000, 0)):

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from test_scanner_support import ETH, chain_entry, mine, send_native
+from test_scanner_support import ETH, cancel, chain_entry, mine, send_native
 
 from ctripd.cli.main import main
 from ctripd.http.auth import create_key
@@ -69,7 +69,7 @@ async def shop(pool, write_config, make_client, anvil) -> Shop:  # type: ignore[
         "canceled": await create("alice", "2", "A-2"),
         "paid": await create("bob", "0.25", "B-1"),
     }
-    resp = await client.post(f"/v1/payments/{made['canceled']['id']}/cancel", headers=keys["alice"])
+    resp = await cancel(client, made["canceled"]["id"], keys["alice"])
     assert resp.status == 200
     send_native(anvil, made["paid"]["address"], ETH // 4)
     await watcher.run_once()

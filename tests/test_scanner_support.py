@@ -7,6 +7,7 @@ addresses: the watcher matches on the address alone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from eth_utils import to_checksum_address
 from ctripd.chain.rpc import RpcClient
 from ctripd.config import Config
 from ctripd.dev.devnet import AnvilProcess
+from ctripd.http.keys import WATCHERS
 from ctripd.jobs.chainwatch import ChainWatcher
 
 # Anvil's account 0 of the test mnemonic (public, well-known test key).
@@ -169,3 +171,16 @@ class Rig:
         for watcher in self.watchers:
             await watcher.close()
         await self.session.close()
+
+
+async def cancel(client: Any, payment_id: str, headers: dict[str, str]) -> Any:
+    """POST the payment's cancel while the app's chain watchers scan, as its scheduler would: a
+    cancel waits until its chain is scanned past the request."""
+    request = asyncio.ensure_future(
+        client.post(f"/v1/payments/{payment_id}/cancel", headers=headers)
+    )
+    while not request.done():
+        for watcher in client.server.app[WATCHERS].values():
+            await watcher.run_once()
+        await asyncio.wait({request}, timeout=0.1)
+    return await request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -266,6 +267,11 @@ async def _require_cursor(request: web.Request, chain: str) -> None:
     state.watched_chains.add(chain)
 
 
+# How long a cancel waits for the chain to be scanned past it, at most, and how often it looks.
+CANCEL_WAIT_MAX = 10.0
+CANCEL_RECHECK = 0.2
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -343,13 +349,33 @@ async def list_payments(request: web.Request) -> web.Response:
 
 
 async def cancel_payment(request: web.Request) -> web.Response:
+    """Cancel once the chain is scanned past this request: with a healthy scanner that is its
+    next round, so the request waits up to two of them before answering 409 (retry later)."""
     payment_id = request.match_info["id"]
     if not PAYMENT_ID.fullmatch(payment_id):
         raise _not_found(payment_id)
     pool = request.app[API_POOL]
-    blocked_by = await payments.cancel_payment(pool, payment_id, request[MERCHANT])
+    requested_at = datetime.now(UTC)
+    poll = max((c.poll_interval for c in request.app[CONFIG].chains), default=1.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(CANCEL_WAIT_MAX, 2 * poll + 1)
+    while True:
+        blocked_by = await payments.cancel_payment(
+            pool, payment_id, request[MERCHANT], requested_at
+        )
+        if blocked_by != "scanning" or loop.time() >= deadline:
+            break
+        await asyncio.sleep(CANCEL_RECHECK)
     if blocked_by == "missing":
         raise _not_found(payment_id)
+    if blocked_by == "scanning":
+        raise Problem(
+            409,
+            "the payment's chain is not scanned past the time of this request yet: a transfer "
+            "mined before it may still be unread; retry later",
+            payment_status="pending",
+            headers={"Retry-After": str(math.ceil(poll))},
+        )
     if blocked_by not in (None, "canceled"):  # canceling twice answers like the first time
         raise Problem(
             409,

@@ -369,7 +369,11 @@ def _payment_paths(config: Config) -> Doc:
                 "description": (
                     "Only a `pending` payment can be canceled (409 otherwise); canceling a "
                     "canceled payment answers 200 again. Emits `payment.canceled`. Funds that "
-                    "still arrive are recorded and reported."
+                    "still arrive are recorded and reported. The cancel takes effect once the "
+                    "payment's chain is scanned past the time of the request (a transfer mined "
+                    "before it must not be unread): the request waits for that up to two scan "
+                    "intervals (10 s at most), then answers 409 with `payment_status: pending` "
+                    "and `Retry-After`; retry then."
                 ),
                 "parameters": [payment_id],
                 "responses": {"200": payment, **openapi.problem_responses(401, 404, 409)},

@@ -169,18 +169,25 @@ async def list_payments(
     return page, Position(last["created_at"], last["id"]) if more and last else None
 
 
-async def cancel_payment(pool: asyncpg.Pool, payment_id: str, merchant: str) -> str | None:
-    """Cancel a pending payment with its `payment.canceled` event in one transaction.
+async def cancel_payment(
+    pool: asyncpg.Pool, payment_id: str, merchant: str, requested_at: datetime
+) -> str | None:
+    """Cancel a pending payment with its `payment.canceled` event in one transaction, once its
+    chain is scanned past `requested_at`.
 
-    Returns None when canceled now, else the status that prevented it ("missing" if the merchant
-    has no such payment).
+    Returns None when canceled now, else what prevented it: the payment's status, "missing" if
+    the merchant has no such payment, or "scanning" while a pending payment's chain is not yet
+    scanned past `requested_at`.
     """
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(Q["cancel_payment"], payment_id, merchant) is not None:
+        if await conn.fetchval(Q["cancel_payment"], payment_id, merchant, requested_at):
             await record_event(cast(asyncpg.Connection, conn), "payment.canceled", payment_id)
             return None
-        status: str | None = await conn.fetchval(Q["status_of_payment"], payment_id, merchant)
-        return status or "missing"
+        row = await conn.fetchrow(Q["status_of_payment"], payment_id, merchant)
+    if row is None:
+        return "missing"
+    status: str = row["status"]
+    return "scanning" if status == "pending" else status
 
 
 async def list_all_payments(

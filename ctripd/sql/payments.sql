@@ -72,12 +72,16 @@ WHERE sp.payment_id = ANY($1::text[]) AND s.kind <> 'gas_topup'
 ORDER BY sp.payment_id, s.id DESC;
 
 -- name: cancel_payment
-UPDATE payments SET status = 'canceled', canceled_at = now()
+-- Only once the payment's chain is scanned past the request's time ($3): a transfer mined before
+-- it but not read yet (the scanner behind, its node down) would otherwise land on a payment its
+-- payer was told is canceled. The scanner credits and moves caught_up_at in one transaction.
+UPDATE payments p SET status = 'canceled', canceled_at = now()
 WHERE id = $1 AND merchant = $2 AND status = 'pending'
+  AND (SELECT c.caught_up_at FROM chains c WHERE c.name = p.chain) >= $3
 RETURNING id;
 
 -- name: status_of_payment
-SELECT status FROM payments WHERE id = $1 AND merchant = $2;
+SELECT status, chain FROM payments WHERE id = $1 AND merchant = $2;
 
 -- name: expire_due
 -- Pending payments past their window, once their chain's scanner has caught up with a head seen

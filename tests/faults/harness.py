@@ -494,7 +494,12 @@ class Api:
                         body = await resp.json(content_type=None)
                         if resp.status >= 500:
                             self.server_errors.append(f"{method} {path}: {resp.status} {body}")
-                        elif not (resp.status == 409 and "in progress" in str(body.get("detail"))):
+                        elif not (
+                            resp.status == 409
+                            # An idempotent create still running; a cancel before the scanner
+                            # has read the chain past it.
+                            and any(w in str(body.get("detail")) for w in ("in progress", "retry"))
+                        ):
                             return resp.status, body
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     pass
