@@ -163,6 +163,8 @@ class WebhooksConfig:
     # A timeout of 0 is no timeout at all in aiohttp: a hanging receiver would hold a delivery.
     timeout: int = field(default=10, metadata=_SECONDS)
     concurrency: int = field(default=16, metadata=_bounded(1))
+    # Delivered and failed events (with their delivery attempts) older than this are pruned.
+    retention_days: int = field(default=90, metadata=_bounded(0, 36500))
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,15 @@ from ctripd.jobs.sweeper import make_sweepers
 from ctripd.jobs.tasks import TaskSet
 from ctripd.jobs.webhooks import WebhookWorker
 from ctripd.ledger import chains as chains_ledger
-from ctripd.ledger import expiry
+from ctripd.ledger import expiry, upkeep
 from ctripd.ledger.payments import IndexPool
 from ctripd.log import configure_logging
 
 log = structlog.get_logger(__name__)
+
+# Seconds between folds of the status counters (`/metrics`) and between prunes of old events.
+COUNTS_INTERVAL = 10
+PRUNE_INTERVAL = 300
 
 
 @dataclass(frozen=True)
@@ -235,8 +239,8 @@ def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Per-chain watch and sweep jobs and expiry; on shutdown stop scheduling, then finish
-    in-flight work."""
+    """Per-chain watch and sweep jobs, expiry and upkeep; on shutdown stop scheduling, then
+    finish in-flight work."""
     config = app[CONFIG]
     tasks = app[TASKS]
     scheduler = AsyncIOScheduler()
@@ -257,6 +261,12 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     for name, sweeper in app[SWEEPERS].items():
         every(sweeper.chain.poll_interval, f"sweep:{name}", sweeper.run_once)
     every(config.payments.expiry_interval, "expiry", lambda: expiry.run_once(app[POOL]))
+    every(COUNTS_INTERVAL, "counts", lambda: upkeep.fold_counts(app[POOL]))
+    every(
+        PRUNE_INTERVAL,
+        "prune",
+        lambda: upkeep.prune_events(app[POOL], config.webhooks.retention_days),
+    )
     scheduler.start()
     tasks.on_stop.append(scheduler.pause)
     log.info("scheduler.started", jobs=[j.id for j in scheduler.get_jobs()])

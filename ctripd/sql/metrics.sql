@@ -1,14 +1,20 @@
 -- name: payments_by_status
-SELECT chain, status, count(*) AS n FROM payments GROUP BY chain, status;
+-- From the trigger-kept counters and their unfolded deltas (migration 0014), never count(*) of
+-- the table: a scrape costs the same at a million payments.
+SELECT chain, status, sum(n)::bigint AS n FROM (
+    SELECT chain, status, n FROM status_counts WHERE subject = 'payments'
+    UNION ALL
+    SELECT chain, status, n FROM status_count_deltas WHERE subject = 'payments'
+) c
+GROUP BY chain, status;
 
 -- name: webhook_queue
--- Pending events (queued, retrying or in flight) and failed ones (retries exhausted).
-SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8
-           AS oldest_pending_age
-FROM events
-WHERE status IN ('pending', 'failed');
+-- Pending events (queued, retrying or in flight) and failed ones (retries exhausted), each read
+-- off its partial index; delivered events, the bulk of the table, are never visited.
+SELECT (SELECT count(*) FROM events WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM events WHERE status = 'failed') AS failed,
+       (SELECT extract(epoch FROM now() - min(created_at))::float8
+        FROM events WHERE status = 'pending') AS oldest_pending_age;
 
 -- name: attempts_settled_upto
 -- The newest delivery attempt after id $1 that started more than $2 seconds ago (NULL if none).
@@ -25,4 +31,9 @@ WHERE id > $2 AND ($3::bigint IS NULL OR id <= $3) AND latency_ms IS NOT NULL
 GROUP BY 1;
 
 -- name: sweeps_by_status
-SELECT chain, kind, status, count(*) AS n FROM sweeps GROUP BY chain, kind, status;
+SELECT chain, kind, status, sum(n)::bigint AS n FROM (
+    SELECT chain, kind, status, n FROM status_counts WHERE subject = 'sweeps'
+    UNION ALL
+    SELECT chain, kind, status, n FROM status_count_deltas WHERE subject = 'sweeps'
+) c
+GROUP BY chain, kind, status;

@@ -1,0 +1,11 @@
+DROP INDEX events_failed;
+DROP TRIGGER payments_counted_insert ON payments;
+DROP TRIGGER payments_counted_update ON payments;
+DROP TRIGGER payments_counted_delete ON payments;
+DROP TRIGGER sweeps_counted_insert ON sweeps;
+DROP TRIGGER sweeps_counted_update ON sweeps;
+DROP TRIGGER sweeps_counted_delete ON sweeps;
+DROP FUNCTION count_payment_statuses();
+DROP FUNCTION count_sweep_statuses();
+DROP TABLE status_count_deltas;
+DROP TABLE status_counts;
