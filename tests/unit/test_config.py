@@ -197,6 +197,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("webhooks.retry_schedule", [], "must list at least one delay in seconds"),
     ("webhooks.timeout", 0, BETWEEN_1_AND_A_YEAR),
     ("webhooks.concurrency", 0, "must be at least 1"),
+    ("webhooks.retention_days", -1, "must be between 0 and 36500"),
 ]
 
 # (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.
@@ -280,7 +281,8 @@ def test_every_numeric_key_is_bounded_and_tested() -> None:
             "gas_wallet_index = 999\n[server]\nport = 65535\n[database]\npool_min = 0\n"
             "pool_max = 1\n[daemon]\nshutdown_timeout = 0\n[payments]\nmin_expiry = 1\n"
             "default_expiry = 1\nmax_expiry = 1\nlate_window = 0\n"
-            "underpayment_tolerance_bps = 9999\n[webhooks]\nretry_schedule = [1]\ntimeout = 1\n",
+            "underpayment_tolerance_bps = 9999\n[webhooks]\nretry_schedule = [1]\ntimeout = 1\n"
+            "retention_days = 0\n",
             {"chain_id": 1, "confirmations": 1, "poll_interval": 0.1, "start_block": 0},
         ),
         (
