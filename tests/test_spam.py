@@ -18,10 +18,12 @@ from test_scanner_support import (
     Rig,
     chain_entry,
     event_types,
+    fresh_address,
     head,
     insert_payment,
     mine,
     payment,
+    signed_native,
     wait_mined,
 )
 from web3 import Web3
@@ -197,8 +199,13 @@ async def test_reorg_orphans_dust_per_block_and_counts_it_once_again(
     await watcher.run_once()
     assert int((await payment(pool, pid))["amount_received"]) == 280
 
-    anvil.rpc("anvil_reorg", [1, [[raw, 0]]])  # the same spray, in a new block
+    old_hash = anvil.rpc("eth_getTransactionReceipt", [tx_hash])["blockHash"]
+    # The same spray in a new block; a marker transaction makes sure the block differs (Anvil
+    # rebuilds a block of the same second and content identically, hash and all).
+    marker, _ = signed_native(anvil, fresh_address(), 1)
+    anvil.rpc("anvil_reorg", [1, [[raw, 0], [marker, 0]]])
     receipt = anvil.rpc("eth_getTransactionReceipt", [tx_hash])
+    assert receipt["blockHash"] != old_hash
     await watcher.run_once()
 
     rows = await pool.fetch(
