@@ -33,6 +33,22 @@ contract TestToken {
         return true;
     }
 
+    /// @notice `count` transfers of `amount` each from the sender to `to`, in one transaction:
+    /// many Transfer logs for little gas (~2,000 each), as a spammer sends dust.
+    function spray(address to, uint256 amount, uint256 count) external {
+        require(to != address(0), "transfer to zero address");
+        uint256 total = amount * count;
+        uint256 balance = balanceOf[msg.sender];
+        require(balance >= total, "insufficient balance");
+        unchecked {
+            balanceOf[msg.sender] = balance - total;
+        }
+        balanceOf[to] += total;
+        for (uint256 i = 0; i < count; ++i) {
+            emit Transfer(msg.sender, to, amount);
+        }
+    }
+
     function approve(address spender, uint256 amount) external returns (bool) {
         allowance[msg.sender][spender] = amount;
         emit Approval(msg.sender, spender, amount);

@@ -177,6 +177,8 @@ class LogConfig:
 class NativeAsset:
     symbol: str
     decimals: int = field(default=18, metadata=_DECIMALS)
+    # Transfers of fewer base units are dust: counted, but recorded in aggregate, unannounced.
+    min_credit: int = field(default=0, metadata=_bounded(0))
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class Token:
     decimals: int = field(metadata=_DECIMALS)
     # Token balances at or below this many base units of the token wait instead of being swept.
     dust_threshold: int = field(default=0, metadata=_bounded(0))
+    # Transfers of fewer base units are dust: counted, but recorded in aggregate, unannounced.
+    min_credit: int = field(default=0, metadata=_bounded(0))
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,13 @@ class ChainConfig:
         if match is None:
             raise KeyError(f"{token} is not a token of chain {self.name}")
         return match.dust_threshold
+
+    def min_credit_of(self, token: str | None) -> int:
+        """Base units of the asset (native for None) below which a transfer is dust."""
+        if token is None:
+            return self.native.min_credit
+        match = self.token_at(token)
+        return match.min_credit if match is not None else 0
 
     def token_at(self, address: str) -> Token | None:
         """The configured token at `address` (any case), or None."""

@@ -81,6 +81,13 @@ async def test_create_native_payment(write_config, make_client, pool) -> None:  
         "paid_late": False,
         "confirmations_required": 2,
         "transfers": [],
+        "transfer_summary": {
+            "count": 0,
+            "dust_count": 0,
+            "orphaned_count": 0,
+            "assets": [],
+            "has_more": False,
+        },
         "order_id": "order-1",
         "metadata": {"cart": [1, 2], "note": "ünïcode"},
         "created_at": None,

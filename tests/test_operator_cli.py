@@ -157,12 +157,13 @@ async def test_payments_show(shop: Shop, capsys) -> None:  # type: ignore[no-unt
 
     code, out, err = await cli(capsys, shop, "payments", "show", paid["id"])
     assert (code, err) == (0, "")
-    lines = dict(line.split(None, 1) for line in out.splitlines()[:19] if line)
+    lines = dict(line.split(None, 1) for line in out.splitlines()[:20] if line)
     assert lines["id"] == paid["id"] and lines["merchant"] == "bob"
     assert lines["status"] == "confirmed"
     assert lines["amount"] == "0.25 ETH (250000000000000000 base units)"
     assert lines["address"] == paid["address"] and lines["order_id"] == "B-1"
     assert lines["confirmations_required"] == "2" and lines["sweep"] == "none"
+    assert lines["transfers"] == "1 live (0 dust)"
     (transfer,) = shown["transfers"]
     transfer_row = out.splitlines()[-1].split()
     assert transfer_row[0] == transfer["tx_hash"] and transfer_row[-1] == "live"

@@ -100,6 +100,7 @@ def cmd_payments_show(args: argparse.Namespace) -> int:
         ("received", f"{payment['amount_received']} {asset}"),
         ("confirmed", f"{payment['amount_confirmed']} {asset}"),
         ("overpaid", f"{payment['amount_overpaid']} {asset}"),
+        ("transfers", _transfer_counts(payment["transfer_summary"])),
         ("address", payment["address"]),
         ("payment_uri", payment["payment_uri"]),
         ("confirmations_required", payment["confirmations_required"]),
@@ -125,9 +126,13 @@ def cmd_payments_show(args: argparse.Namespace) -> int:
                     t["block_number"],
                     t["from"],
                     # A transfer may be in another asset than the payment's: always say which.
-                    f"{t['amount']} {t['asset']}"
-                    if t["amount"] is not None
-                    else f"{t['amount_base_units']} base units",
+                    (
+                        f"{t['amount']} {t['asset']}"
+                        if t["amount"] is not None
+                        else f"{t['amount_base_units']} base units"
+                    )
+                    # A dust aggregate: its tx is the last of the transfers it stands for.
+                    + (f" ({t['count']} dust transfers)" if t["kind"] == "dust" else ""),
                     t["confirmations"],
                     t["status"],
                 )
@@ -135,6 +140,14 @@ def cmd_payments_show(args: argparse.Namespace) -> int:
             ],
         )
     return 0
+
+
+def _transfer_counts(summary: dict[str, Any]) -> str:
+    """The transfer summary in a line; the table below shows only the latest transfers."""
+    text = f"{summary['count']} live ({summary['dust_count']} dust)"
+    if summary["orphaned_count"]:
+        text += f", {summary['orphaned_count']} orphaned"
+    return text + (", latest shown below" if summary["has_more"] else "")
 
 
 # --- chains -------------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def token_transfer(
     return tx_hash.to_0x_hex()
 
 
+def spray(rpc_url: str, token: str, sender: str, to: str, amount: int, count: int) -> str:
+    """`count` transfers of `amount` base units from an unlocked account to `to`, in one
+    transaction of TestToken (as a spammer sends dust); returns the 0x tx hash once mined."""
+    fn = _token(rpc_url, token).functions.spray(Web3.to_checksum_address(to), amount, count)
+    tx_hash = fn.transact({"from": Web3.to_checksum_address(sender)})
+    _wait_ok(rpc_url, tx_hash, "spray")
+    return tx_hash.to_0x_hex()
+
+
 def token_balance(rpc_url: str, token: str, owner: str) -> int:
     """balanceOf(owner) in base units at the latest block."""
     balance: int = (

@@ -31,13 +31,14 @@ from ctripd.http.params import (
 from ctripd.http.problems import Problem, validation
 from ctripd.ledger import payments
 from ctripd.ledger.chains import cursor
-from ctripd.ledger.objects import STATUSES, load_payment
+from ctripd.ledger.objects import STATUSES, load_payment, transfers_page
 from ctripd.money import AmountError, to_base_units
 
 Q = queries("api")
 
 CREATE_FIELDS = ("chain", "asset", "amount", "expires_in", "order_id", "metadata")
 LIST_PARAMS = ("status", "chain", "order_id", "limit", "cursor")
+TRANSFER_LIST_PARAMS = ("limit", "cursor")
 METADATA_MAX_BYTES = 4096
 METADATA_MAX_DEPTH = 16
 ORDER_ID_MAX = 255
@@ -223,15 +224,18 @@ def _cursor_mac(key: bytes, merchant: str, payload: bytes) -> bytes:
     return hmac.digest(key, merchant.encode() + b"\x00" + payload, "sha256")[:16]
 
 
-def encode_cursor(key: bytes, merchant: str, position: payments.Position) -> str:
-    """An opaque cursor: the page position, signed so that a changed cursor is refused."""
-    micros = (position.created_at - _EPOCH) // timedelta(microseconds=1)
-    payload = orjson.dumps([micros, position.id])
+_INVALID_CURSOR = "invalid cursor: pass next_cursor back unchanged"
+
+
+def _sign(key: bytes, merchant: str, position: list[Any]) -> str:
+    """An opaque cursor: a page position, signed so that a changed cursor is refused."""
+    payload = orjson.dumps(position)
     return f"{_b64(payload)}.{_b64(_cursor_mac(key, merchant, payload))}"
 
 
-def decode_cursor(key: bytes, merchant: str, cursor: str) -> payments.Position:
-    invalid = Problem(400, "invalid cursor: pass next_cursor back unchanged", field="cursor")
+def _verified(key: bytes, merchant: str, cursor: str) -> Any:
+    """The position a cursor of `_sign` holds; 400 for any other text."""
+    invalid = Problem(400, _INVALID_CURSOR, field="cursor")
     body, _, mac = cursor.partition(".")
     try:
         payload, given = _unb64(body), _unb64(mac)
@@ -241,8 +245,34 @@ def decode_cursor(key: bytes, merchant: str, cursor: str) -> payments.Position:
     canonical = _b64(payload) == body and _b64(given) == mac
     if not canonical or not hmac.compare_digest(given, _cursor_mac(key, merchant, payload)):
         raise invalid
-    micros, payment_id = orjson.loads(payload)
+    return orjson.loads(payload)
+
+
+def encode_cursor(key: bytes, merchant: str, position: payments.Position) -> str:
+    micros = (position.created_at - _EPOCH) // timedelta(microseconds=1)
+    return _sign(key, merchant, [micros, position.id])
+
+
+def decode_cursor(key: bytes, merchant: str, cursor: str) -> payments.Position:
+    position = _verified(key, merchant, cursor)
+    # A transfers cursor is signed with the same key: its position has another shape.
+    if not (isinstance(position, list) and len(position) == 2 and isinstance(position[1], str)):
+        raise Problem(400, _INVALID_CURSOR, field="cursor")
+    micros, payment_id = position
     return payments.Position(_EPOCH + timedelta(microseconds=micros), payment_id)
+
+
+def _transfers_position(key: bytes, merchant: str, cursor: str) -> tuple[int, int]:
+    """The (block, row id) of a transfers cursor, marked "t" apart from payments cursors."""
+    position = _verified(key, merchant, cursor)
+    if not (
+        isinstance(position, list)
+        and len(position) == 3
+        and position[0] == "t"
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in position[1:])
+    ):
+        raise Problem(400, _INVALID_CURSOR, field="cursor")
+    return position[1], position[2]
 
 
 async def _cursor_key(request: web.Request) -> bytes:
@@ -388,8 +418,31 @@ async def cancel_payment(request: web.Request) -> web.Response:
     return json_response(payment)
 
 
+async def list_transfers(request: web.Request) -> web.Response:
+    """Every transfer row of a payment, newest first, in pages: the payment object shows only
+    its latest few."""
+    payment_id = request.match_info["id"]
+    if not PAYMENT_ID.fullmatch(payment_id):
+        raise _not_found(payment_id)
+    merchant = request[MERCHANT]
+    refuse_unknown_params(request, TRANSFER_LIST_PARAMS)
+    limit = limit_param(request, DEFAULT_LIMIT, MAX_LIMIT)
+    cursor = query_param(request, "cursor")
+    key = await _cursor_key(request)
+    after = _transfers_position(key, merchant, cursor) if cursor is not None else None
+    found = await transfers_page(request.app[API_POOL], payment_id, limit, after)
+    if found is None or found[0] != merchant:
+        raise _not_found(payment_id)
+    _, page, position = found
+    next_cursor = _sign(key, merchant, ["t", *position]) if position else None
+    return json_response(
+        {"data": page, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+    )
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/payments", create_payment)
     app.router.add_get("/v1/payments", list_payments)
     app.router.add_get("/v1/payments/{id}", get_payment)
+    app.router.add_get("/v1/payments/{id}/transfers", list_transfers)
     app.router.add_post("/v1/payments/{id}/cancel", cancel_payment)

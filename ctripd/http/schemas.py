@@ -8,6 +8,7 @@ from ctripd.http import events, openapi, payments
 from ctripd.http.openapi import Doc
 from ctripd.ledger.events import EVENT_TYPES
 from ctripd.ledger.events import STATUSES as DELIVERY_STATUSES
+from ctripd.ledger.objects import LATEST_TRANSFERS
 from ctripd.ledger.objects import STATUSES as PAYMENT_STATUSES
 
 
@@ -133,10 +134,16 @@ def _payment_schemas(config: Config) -> Doc:
                 "amount_base_units",
                 "confirmations",
                 "status",
+                "count",
             ],
             "description": "An incoming transfer to the deposit address, in its own asset, "
             "which may differ from the payment's: tokens sent to a native payment, or coin to a "
-            "token payment, are recorded and shown but never count towards the payment's sums.",
+            "token payment, are recorded and shown but never count towards the payment's sums. "
+            "Transfers below their asset's `min_credit` (dust) are recorded in aggregate: one "
+            "transfer of kind `dust` per block, payment and asset stands for `count` of them, "
+            "with their total `amount`; its `tx_hash`, `log_index` and `from` are the last "
+            "one's. Dust counts towards the sums like any transfer, but announces no "
+            "`payment.transfer_received`.",
             "properties": {
                 "tx_hash": {"type": "string"},
                 "log_index": {
@@ -144,7 +151,7 @@ def _payment_schemas(config: Config) -> Doc:
                     "description": "Log index of a token transfer; -1 for a top-level native "
                     "transfer; the trace position of an internal one.",
                 },
-                "kind": {"type": "string", "enum": ["native", "token", "internal"]},
+                "kind": {"type": "string", "enum": ["native", "token", "internal", "dust"]},
                 "block_number": {"type": "integer"},
                 "block_hash": {"type": "string"},
                 "from": address,
@@ -174,6 +181,71 @@ def _payment_schemas(config: Config) -> Doc:
                 "amount_base_units": units,
                 "confirmations": {"type": "integer", "minimum": 0},
                 "status": {"type": "string", "enum": ["live", "orphaned"]},
+                "count": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Transfers this one stands for: 1 but for kind `dust`.",
+                },
+            },
+        },
+        "TransferSummary": {
+            "type": "object",
+            "required": ["count", "dust_count", "orphaned_count", "assets", "has_more"],
+            "description": "All of the payment's transfers, however many: `transfers` shows "
+            "only the latest few.",
+            "properties": {
+                "count": {"type": "integer", "description": "Live transfers, dust included."},
+                "dust_count": {
+                    "type": "integer",
+                    "description": "Live transfers below their asset's `min_credit`.",
+                },
+                "orphaned_count": {
+                    "type": "integer",
+                    "description": "Transfers a reorg removed from the chain.",
+                },
+                "assets": {
+                    "type": "array",
+                    "description": "Live transfers per asset, the payment's own first.",
+                    "items": {
+                        "type": "object",
+                        "required": [
+                            "asset",
+                            "token_address",
+                            "decimals",
+                            "count",
+                            "dust_count",
+                            "amount",
+                            "amount_base_units",
+                        ],
+                        "properties": {
+                            "asset": {"type": "string", "nullable": True},
+                            "token_address": {**address, "nullable": True},
+                            "decimals": {"type": "integer", "nullable": True},
+                            "count": {"type": "integer"},
+                            "dust_count": {"type": "integer"},
+                            "amount": {**decimal, "nullable": True},
+                            "amount_base_units": units,
+                        },
+                    },
+                },
+                "has_more": {
+                    "type": "boolean",
+                    "description": "Whether `transfers` leaves older ones out: they are at "
+                    "`GET /v1/payments/{id}/transfers`.",
+                },
+            },
+        },
+        "TransferList": {
+            "type": "object",
+            "required": ["data", "has_more", "next_cursor"],
+            "properties": {
+                "data": {"type": "array", "items": openapi.ref("Transfer")},
+                "has_more": {"type": "boolean"},
+                "next_cursor": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Pass as `cursor` for the next (older) page.",
+                },
             },
         },
         "Payment": {
@@ -199,6 +271,7 @@ def _payment_schemas(config: Config) -> Doc:
                 "paid_late",
                 "confirmations_required",
                 "transfers",
+                "transfer_summary",
                 "order_id",
                 "metadata",
                 "created_at",
@@ -227,7 +300,14 @@ def _payment_schemas(config: Config) -> Doc:
                 "amount_overpaid_base_units": units,
                 "paid_late": {"type": "boolean"},
                 "confirmations_required": {"type": "integer"},
-                "transfers": {"type": "array", "items": openapi.ref("Transfer")},
+                "transfers": {
+                    "type": "array",
+                    "items": openapi.ref("Transfer"),
+                    "description": f"The latest {LATEST_TRANSFERS} transfers at most, oldest "
+                    "first; `transfer_summary` counts and sums all of them, and "
+                    "`GET /v1/payments/{id}/transfers` lists them.",
+                },
+                "transfer_summary": openapi.ref("TransferSummary"),
                 "order_id": {"type": "string", "nullable": True},
                 "metadata": {"type": "object", "additionalProperties": True},
                 "created_at": time,
@@ -360,6 +440,25 @@ def _payment_paths(config: Config) -> Doc:
                 "operationId": "getPayment",
                 "parameters": [payment_id],
                 "responses": {"200": payment, **openapi.problem_responses(401, 404)},
+            }
+        },
+        "/v1/payments/{id}/transfers": {
+            "get": {
+                "summary": "List a payment's transfers, newest first",
+                "operationId": "listPaymentTransfers",
+                "description": (
+                    "Every transfer recorded for the payment, orphaned ones too, newest block "
+                    "first; a `dust` aggregate is one entry standing for `count` transfers."
+                ),
+                "parameters": [
+                    payment_id,
+                    limit_parameter(payments.DEFAULT_LIMIT, payments.MAX_LIMIT),
+                    CURSOR_PARAMETER,
+                ],
+                "responses": {
+                    "200": page_response("TransferList"),
+                    **openapi.problem_responses(400, 401, 404),
+                },
             }
         },
         "/v1/payments/{id}/cancel": {

@@ -3,6 +3,11 @@
 Everything here runs inside the caller's transaction, next to the cursor move it belongs to, so a
 crash leaves either the whole block range applied or none of it. Sums are always recomputed from
 the live transfer rows, never incremented, so re-applying a range or a reorg cannot drift them.
+
+Transfers below their asset's `min_credit` are dust: they count like any other (the funds are at
+the address and get swept), but one row per block, payment and asset stands for all of them and
+they announce no `payment.transfer_received`, so that spam costs the ledger and the webhook
+outbox per block, not per transfer.
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ def decide(
 
 
 @dataclass
+class _Dust:
+    """The dust transfers of one block to one payment in one asset, named by the last of them."""
+
+    payment: asyncpg.Record
+    last: Transfer
+    amount: int = 0
+    count: int = 0
+
+    def add(self, transfer: Transfer) -> None:
+        self.last = transfer
+        self.amount += transfer.amount
+        self.count += 1
+
+
+@dataclass
 class _Context:
     chain: ChainConfig
     scanned: int
@@ -110,7 +130,7 @@ async def credit_range(
     """Record `transfers`, then settle every payment they touch or that waits for confirmations.
 
     `scanned` is the last block read; confirmations count up to it. Returns the number of
-    transfers that became live (new, or revived after a reorg).
+    transfers that became live (new, or revived after a reorg), dust included.
     """
     ctx = _Context(chain, scanned, policy, datetime.now(UTC))
     addresses = sorted({t.to_address for t in transfers})
@@ -123,7 +143,8 @@ async def credit_range(
         )
     }
     rows: list[tuple[Any, ...]] = []
-    times: dict[tuple[str, str, int], int] = {}
+    dust: dict[tuple[str, str, str], _Dust] = {}
+    times: dict[int, int] = {}
     for t in transfers:
         payment = by_address.get(t.to_address)
         if payment is None:
@@ -131,6 +152,11 @@ async def credit_range(
             continue
         if t.tx_hash.lower() in own:
             continue  # our own gas top-up for a sweep, not a payment
+        times[t.block_number] = t.timestamp
+        if t.amount < chain.min_credit_of(t.token_address):
+            key = (t.block_hash, payment["id"], (t.token_address or "").lower())
+            dust.setdefault(key, _Dust(payment, t)).add(t)
+            continue
         symbol, decimals = ctx.asset(t.token_address) or (None, None)
         rows.append(
             (
@@ -148,16 +174,37 @@ async def credit_range(
                 decimals,
             )
         )
-        times[(t.tx_hash, t.kind, t.position)] = t.timestamp
+    aggregates = [_dust_row(ctx, d) for d in dust.values()]
     fresh: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    if rows:
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        for row in await conn.fetch(Q["upsert_transfers"], chain.name, *columns):
-            fresh[row["payment_id"]].append(row)
+    for query, values in (("upsert_transfers", rows), ("upsert_dust", aggregates)):
+        if values:
+            columns = [list(c) for c in zip(*values, strict=True)]
+            for row in await conn.fetch(Q[query], chain.name, *columns):
+                fresh[row["payment_id"]].append(row)
     for group in fresh.values():
         group.sort(key=lambda r: (r["block_number"], r["tx_hash"], r["log_index"]))
     await _settle(conn, ctx, payments, fresh, times)
-    return sum(len(g) for g in fresh.values())
+    return sum(r["transfer_count"] for g in fresh.values() for r in g)
+
+
+def _dust_row(ctx: _Context, dust: _Dust) -> tuple[Any, ...]:
+    """The columns of upsert_dust for one aggregate."""
+    last = dust.last
+    symbol, decimals = ctx.asset(last.token_address) or (None, None)
+    return (
+        last.tx_hash,
+        last.position,
+        dust.payment["id"],
+        last.token_address,
+        last.from_address,
+        dust.payment["address"],
+        dust.amount,
+        last.block_number,
+        last.block_hash,
+        symbol,
+        decimals,
+        dust.count,
+    )
 
 
 async def orphan_after(conn: Conn, chain: ChainConfig, fork: int, policy: Policy) -> int:
@@ -189,9 +236,10 @@ async def _settle(
     ctx: _Context,
     payments: Sequence[asyncpg.Record],
     fresh: Mapping[str, list[asyncpg.Record]],
-    times: Mapping[tuple[str, str, int], int],
+    times: Mapping[int, int],
 ) -> None:
-    """Recompute sums and status of locked `payments`; write the events of what changed."""
+    """Recompute sums and status of locked `payments`; write the events of what changed (each
+    new transfer but dust, which only moves the sums)."""
     if not payments:
         return
     sums = {
@@ -246,7 +294,11 @@ async def _settle(
                 received=str(received),
                 confirmed=str(confirmed),
             )
-        events.extend(("payment.transfer_received", p["id"], ctx.render(t)) for t in new)
+        events.extend(
+            ("payment.transfer_received", p["id"], ctx.render(t))
+            for t in new
+            if t["kind"] != "dust"
+        )
         if status in PAID and old not in PAID:
             events.append(("payment.detected", p["id"], None))
         if status == "confirmed" and old != "confirmed":
@@ -266,7 +318,7 @@ def _completed_at(
     payment: asyncpg.Record,
     received: int,
     new: Sequence[asyncpg.Record],
-    times: Mapping[tuple[str, str, int], int],
+    times: Mapping[int, int],
     ctx: _Context,
 ) -> datetime:
     """Time of the block whose transfer brought the sum to the due amount (now if unknown)."""
@@ -275,7 +327,7 @@ def _completed_at(
     due = due_minimum(int(payment["amount"]), ctx.policy.tolerance_bps)
     for t in counted:
         running += int(t["amount"])
-        stamp = times.get((t["tx_hash"], t["kind"], t["log_index"]))
+        stamp = times.get(t["block_number"])
         if running >= due and stamp is not None:
             return datetime.fromtimestamp(stamp, UTC)
     return ctx.now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,9 @@ from ctripd.money import to_decimal_string
 Q = queries("payments")
 
 STATUSES = ("pending", "detected", "confirmed", "expired", "canceled")
+# Transfer rows a payment object carries, the latest: its size stays bounded however many
+# arrive; the full list is paged at GET /v1/payments/{id}/transfers.
+LATEST_TRANSFERS = 10
 
 
 def payment_uri(address: str, chain_id: int, token_address: str | None, units: int) -> str:
@@ -40,11 +44,23 @@ def stored_asset(row: asyncpg.Record | dict[str, Any]) -> tuple[str, int] | None
     return (row["asset"], row["decimals"]) if row["decimals"] is not None else None
 
 
+def payment_asset_of(
+    payment: asyncpg.Record | dict[str, Any], transfer: asyncpg.Record
+) -> tuple[str, int] | None:
+    """A transfer's stored asset; a row recorded without one, in the payment's asset, has the
+    payment's (crediting always stores it, but it is not a column constraint)."""
+    stored = stored_asset(transfer)
+    if stored is None and same_asset(transfer, payment):
+        return payment["asset"], payment["decimals"]
+    return stored
+
+
 def render_transfer(
     row: asyncpg.Record | dict[str, Any], asset: tuple[str, int] | None, head: int | None
 ) -> dict[str, Any]:
     """The transfer object, in its own `asset` (symbol, decimals), which may be another than its
-    payment's; with the asset unknown, `asset`, `decimals` and `amount` are null."""
+    payment's; with the asset unknown, `asset`, `decimals` and `amount` are null. A dust
+    aggregate (kind `dust`) stands for `count` transfers of its block, named by the last."""
     amount = int(row["amount"])
     symbol, decimals = asset if asset is not None else (None, None)
     return {
@@ -61,6 +77,55 @@ def render_transfer(
         "amount_base_units": str(amount),
         "confirmations": confirmations(head, row["block_number"], row["status"]),
         "status": row["status"],
+        "count": row["transfer_count"],
+    }
+
+
+def render_summary(
+    payment: asyncpg.Record | dict[str, Any], groups: Sequence[asyncpg.Record], shown: int
+) -> dict[str, Any]:
+    """Counts and sums of all of a payment's transfers, from its `transfer_summaries` rows:
+    live transfers per asset (the payment's own first), dust among them, orphaned ones, and
+    whether there are more rows than the `shown` latest."""
+    assets: dict[str, dict[str, Any]] = {}
+    totals = {"count": 0, "dust_count": 0, "orphaned_count": 0}
+    for g in groups:
+        transfers = int(g["transfers"])
+        if g["status"] != "live":
+            totals["orphaned_count"] += transfers
+            continue
+        token = g["token"] or ""
+        entry = assets.setdefault(
+            token,
+            {"asset": payment_asset_of(payment, g), "token_address": g["token_address"]},
+        )
+        entry["count"] = entry.get("count", 0) + transfers
+        entry["dust_count"] = entry.get("dust_count", 0) + (transfers if g["dust"] else 0)
+        entry["units"] = entry.get("units", 0) + int(g["amount"])
+        totals["count"] += transfers
+        totals["dust_count"] += transfers if g["dust"] else 0
+    own = (payment["token_address"] or "").lower()
+    return {
+        **totals,
+        "assets": [
+            _asset_total(assets[token])
+            for token in sorted(assets, key=lambda token: (token != own, token))
+        ],
+        "has_more": sum(int(g["rows"]) for g in groups) > shown,
+    }
+
+
+def _asset_total(entry: dict[str, Any]) -> dict[str, Any]:
+    symbol, decimals = entry["asset"] or (None, None)
+    units: int = entry["units"]
+    return {
+        "asset": symbol,
+        "token_address": entry["token_address"],
+        "decimals": decimals,
+        "count": entry["count"],
+        "dust_count": entry["dust_count"],
+        "amount": to_decimal_string(units, decimals) if decimals is not None else None,
+        "amount_base_units": str(units),
     }
 
 
@@ -68,7 +133,10 @@ def render_payment(
     payment: asyncpg.Record | dict[str, Any],
     transfers: list[asyncpg.Record],
     sweep: asyncpg.Record | None,
+    summary: Sequence[asyncpg.Record] = (),
 ) -> dict[str, Any]:
+    """The payment object; `transfers` are its latest rows, oldest first, and `summary` its
+    `transfer_summaries` rows."""
     decimals: int = payment["decimals"]
     amount = int(payment["amount"])
     received = int(payment["amount_received"])
@@ -77,14 +145,6 @@ def render_payment(
 
     def dec(units: int) -> str:
         return to_decimal_string(units, decimals)
-
-    def asset_of(transfer: asyncpg.Record) -> tuple[str, int] | None:
-        """The stored asset; a row recorded without one, in the payment's asset, has the
-        payment's (crediting always stores it, but it is not a column constraint)."""
-        stored = stored_asset(transfer)
-        if stored is None and same_asset(transfer, payment):
-            return payment["asset"], decimals
-        return stored
 
     return {
         "id": payment["id"],
@@ -108,7 +168,8 @@ def render_payment(
         "amount_overpaid_base_units": str(max(0, received - amount)),
         "paid_late": payment["paid_late"],
         "confirmations_required": payment["confirmations_required"],
-        "transfers": [render_transfer(t, asset_of(t), head) for t in transfers],
+        "transfers": [render_transfer(t, payment_asset_of(payment, t), head) for t in transfers],
+        "transfer_summary": render_summary(payment, summary, len(transfers)),
         "order_id": payment["order_id"],
         "metadata": payment["metadata"],
         "created_at": iso(payment["created_at"]),
@@ -127,9 +188,7 @@ async def load_payment(conn: Conn | asyncpg.Pool, payment_id: str) -> dict[str, 
     row = await conn.fetchrow(Q["payment_by_id"], payment_id)
     if row is None:
         return None
-    transfers = await conn.fetch(Q["transfers_of_payment"], payment_id)
-    sweep = await conn.fetchrow(Q["sweep_of_payment"], payment_id)
-    rendered = render_payment(row, transfers, sweep)
+    (rendered,) = await render_rows(conn, [row])
     rendered["merchant"] = row["merchant"]
     return rendered
 
@@ -138,15 +197,20 @@ async def render_rows(
     conn: Conn | asyncpg.Pool, rows: list[asyncpg.Record]
 ) -> list[dict[str, Any]]:
     """The payment objects of payment rows (with their chain's `head`), in their order; the
-    transfers and sweeps of all of them are read in two queries."""
+    latest transfers, transfer summaries and sweeps of all of them are read in three queries."""
     ids = [r["id"] for r in rows]
     transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    summaries: dict[str, list[asyncpg.Record]] = defaultdict(list)
     sweeps: dict[str, asyncpg.Record] = {}
     if ids:
-        for t in await conn.fetch(Q["transfers_of_payments"], ids):
-            transfers[t["payment_id"]].append(t)
+        for t in await conn.fetch(Q["latest_transfers_of_payments"], ids, LATEST_TRANSFERS):
+            transfers[t["payment_id"]].insert(0, t)  # newest first: oldest first once all in
+        for g in await conn.fetch(Q["transfer_summaries"], ids):
+            summaries[g["payment_id"]].append(g)
         sweeps = {s["payment_id"]: s for s in await conn.fetch(Q["sweeps_of_payments"], ids)}
-    return [render_payment(r, transfers[r["id"]], sweeps.get(r["id"])) for r in rows]
+    return [
+        render_payment(r, transfers[r["id"]], sweeps.get(r["id"]), summaries[r["id"]]) for r in rows
+    ]
 
 
 async def load_payments(conn: Conn | asyncpg.Pool, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -156,3 +220,20 @@ async def load_payments(conn: Conn | asyncpg.Pool, ids: list[str]) -> dict[str, 
     rows = await conn.fetch(Q["payments_by_ids"], ids)
     rendered = await render_rows(conn, rows)
     return {r["id"]: {**p, "merchant": r["merchant"]} for r, p in zip(rows, rendered, strict=True)}
+
+
+async def transfers_page(
+    conn: Conn | asyncpg.Pool, payment_id: str, limit: int, after: tuple[int, int] | None
+) -> tuple[str, list[dict[str, Any]], tuple[int, int] | None] | None:
+    """A page of a payment's transfers, newest first, after the (block, row id) position where
+    the previous page ended: (the payment's merchant, the page, the position after it or None
+    on the last page); None if no such payment. Callers check the merchant."""
+    payment = await conn.fetchrow(Q["payment_by_id"], payment_id)
+    if payment is None:
+        return None
+    block, row_id = after or (None, None)
+    rows = await conn.fetch(Q["transfers_page"], payment_id, block, row_id, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    page = [render_transfer(t, payment_asset_of(payment, t), payment["head"]) for t in rows]
+    return payment["merchant"], page, (rows[-1]["block_number"], rows[-1]["id"]) if more else None

@@ -2,7 +2,7 @@
 -- counts whole tables. Triggers only append deltas (no hot counter row to contend on: payment
 -- creation stays concurrent); the upkeep job folds them into status_counts, and a reader sums
 -- both. Webhook queue figures come from partial indexes instead (events_failed below).
--- depends: 0012.chain-head-time
+-- depends: 0013.transfer-dust
 
 CREATE TABLE status_counts (
     subject TEXT NOT NULL CHECK (subject IN ('payments', 'sweeps')),

@@ -31,13 +31,38 @@ INSERT INTO transfers AS t
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::numeric[], $10::bigint[], $11::text[], $12::text[],
                          $13::int[])
-ON CONFLICT (chain, tx_hash, kind, log_index) DO UPDATE
+ON CONFLICT (chain, tx_hash, kind, log_index) WHERE kind <> 'dust' DO UPDATE
 SET block_number = EXCLUDED.block_number,
     block_hash = EXCLUDED.block_hash,
     status = 'live',
     orphaned_at = NULL,
     asset = coalesce(t.asset, EXCLUDED.asset),
     decimals = coalesce(t.decimals, EXCLUDED.decimals)
+WHERE t.status = 'orphaned'
+RETURNING t.*;
+
+-- name: upsert_dust
+-- One aggregate per (block, payment, asset) of the transfers below their asset's min_credit,
+-- named by the last of them. A block's content is fixed by its hash, so an aggregate orphaned
+-- by a reorg and read again in the same block comes back as it was; live ones are left alone.
+INSERT INTO transfers AS t
+    (chain, tx_hash, kind, log_index, payment_id, token_address, from_address, to_address,
+     amount, block_number, block_hash, asset, decimals, transfer_count)
+SELECT $1, u.tx_hash, 'dust', u.log_index, u.payment_id, u.token_address, u.from_address,
+       u.to_address, u.amount, u.block_number, u.block_hash, u.asset, u.decimals, u.n
+FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::numeric[], $9::bigint[], $10::text[], $11::text[], $12::int[], $13::int[])
+     AS u (tx_hash, log_index, payment_id, token_address, from_address, to_address, amount,
+           block_number, block_hash, asset, decimals, n)
+ON CONFLICT (chain, block_hash, payment_id, lower(coalesce(token_address, '')))
+    WHERE kind = 'dust' DO UPDATE
+SET tx_hash = EXCLUDED.tx_hash,
+    log_index = EXCLUDED.log_index,
+    from_address = EXCLUDED.from_address,
+    amount = EXCLUDED.amount,
+    transfer_count = EXCLUDED.transfer_count,
+    status = 'live',
+    orphaned_at = NULL
 WHERE t.status = 'orphaned'
 RETURNING t.*;
 

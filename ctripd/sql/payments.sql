@@ -9,13 +9,6 @@ SELECT p.*, c.head
 FROM payments p LEFT JOIN chains c ON c.name = p.chain
 WHERE p.id = ANY($1::text[]);
 
--- name: transfers_of_payment
-SELECT tx_hash, kind, log_index, block_number, block_hash, from_address, token_address,
-       asset, decimals, amount, status, created_at
-FROM transfers
-WHERE payment_id = $1
-ORDER BY block_number, tx_hash, log_index;
-
 -- name: sweep_of_payment
 SELECT s.status, s.tx_hash
 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
@@ -58,12 +51,38 @@ WHERE p.merchant = $1
 ORDER BY p.created_at DESC, p.id DESC
 LIMIT $7;
 
--- name: transfers_of_payments
-SELECT payment_id, tx_hash, kind, log_index, block_number, block_hash, from_address,
-       token_address, asset, decimals, amount, status, created_at
+-- name: latest_transfers_of_payments
+-- The latest $2 transfer rows of each payment $1 (a dust aggregate is one row), newest first.
+SELECT t.*
+FROM unnest($1::text[]) AS p (id)
+CROSS JOIN LATERAL (
+    SELECT payment_id, id, tx_hash, kind, log_index, block_number, block_hash, from_address,
+           token_address, asset, decimals, amount, transfer_count, status
+    FROM transfers
+    WHERE payment_id = p.id
+    ORDER BY block_number DESC, id DESC
+    LIMIT $2
+) t;
+
+-- name: transfer_summaries
+-- What the transfer summary of payments $1 adds up: rows, transfers and amounts per payment,
+-- status, dust or not, and asset.
+SELECT payment_id, status, kind = 'dust' AS dust, lower(token_address) AS token,
+       max(token_address) AS token_address, max(asset) AS asset, max(decimals) AS decimals,
+       count(*) AS rows, sum(transfer_count) AS transfers, sum(amount) AS amount
 FROM transfers
 WHERE payment_id = ANY($1::text[])
-ORDER BY payment_id, block_number, tx_hash, log_index;
+GROUP BY payment_id, status, kind = 'dust', lower(token_address);
+
+-- name: transfers_page
+-- A page of payment $1's transfer rows, newest first, after the (block, row id) ($2, $3) where
+-- the previous page ended.
+SELECT id, tx_hash, kind, log_index, block_number, block_hash, from_address, token_address,
+       asset, decimals, amount, transfer_count, status
+FROM transfers
+WHERE payment_id = $1 AND ($2::bigint IS NULL OR (block_number, id) < ($2, $3::bigint))
+ORDER BY block_number DESC, id DESC
+LIMIT $4;
 
 -- name: sweeps_of_payments
 SELECT DISTINCT ON (sp.payment_id) sp.payment_id, s.status, s.tx_hash

@@ -215,6 +215,8 @@ CHAIN_CASES: list[tuple[str, Any, str]] = [
     ("native.decimals", 37, "must be between 0 and 36"),
     ("tokens.USDC.decimals", -1, "must be between 0 and 36"),
     ("tokens.USDC.dust_threshold", -5, "must not be negative"),
+    ("native.min_credit", -1, "must not be negative"),
+    ("tokens.USDC.min_credit", -1, "must not be negative"),
 ]
 
 
