@@ -7,19 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 from test_process import Daemon, wait_ready
 
 from ctripd.dev.devnet import free_port
@@ -27,15 +23,6 @@ from ctripd.http.auth import create_key
 
 # Generous for a loaded 2-core machine; a restart takes about two seconds here.
 RECOVERY_LIMIT = 20.0
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """Outside pytest's temporary root, which any pytest session starting on the machine makes
-    0700 again: run as root, Postgres runs as the `pgserver` user, which must reach its data."""
-    path = Path(tempfile.mkdtemp(prefix="ctstate"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def embedded_config(write_config: Any, port: int, state_dir: Path) -> Any:
@@ -112,11 +99,11 @@ def stop(daemon: Daemon) -> None:
 
 
 def test_killed_postmaster_is_restarted_and_payments_are_created_again(  # type: ignore[no-untyped-def]
-    write_config, anvil, state_dir: Path
+    write_config, anvil, embedded_state_dir: Path
 ) -> None:
     port = free_port()
-    config = embedded_config(write_config, port, state_dir)
-    data_dir = state_dir / "postgres"
+    config = embedded_config(write_config, port, embedded_state_dir)
+    data_dir = embedded_state_dir / "postgres"
     daemon = Daemon(str(config.path))
     try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", daemon.proc)
@@ -156,11 +143,11 @@ def test_killed_postmaster_is_restarted_and_payments_are_created_again(  # type:
 
 
 def test_processes_sharing_the_data_dir_restart_it_once(  # type: ignore[no-untyped-def]
-    write_config, anvil, state_dir: Path
+    write_config, anvil, embedded_state_dir: Path
 ) -> None:
     ports = [free_port(), free_port()]
-    config = embedded_config(write_config, ports[0], state_dir)
-    data_dir = state_dir / "postgres"
+    config = embedded_config(write_config, ports[0], embedded_state_dir)
+    data_dir = embedded_state_dir / "postgres"
     daemons: list[Daemon] = []
     try:
         for port in ports:
