@@ -118,11 +118,14 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> Proble
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A database that cannot answer now: unreachable, or a server shutting down, crashed or starting
-# up (crash recovery after a restart answers "the database system is starting up").
+# up (crash recovery after a restart answers "the database system is starting up"), or a pooled
+# connection whose server died mid-message (asyncpg refuses it with an InternalClientError until
+# it sees the connection closed).
 _UNAVAILABLE = (
     DatabaseError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
