@@ -1,4 +1,5 @@
-"""Postgres access: the pool, the embedded server, migrations and the named SQL blocks.
+"""Postgres access: the pool, the DSN (the configured one or the embedded server's), migrations
+and the named SQL blocks.
 
 Queries live in `ctripd/sql/*.sql` as blocks headed `-- name: <name>`, loaded once; migrations in
 `ctripd/migrations/`. Both ship inside the package and are read with `importlib.resources`, so an
@@ -13,8 +14,6 @@ import functools
 import importlib.resources
 import json
 import re
-import subprocess
-import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -25,6 +24,7 @@ import structlog
 from yoyo import get_backend, read_migrations
 
 from ctripd.config import Config
+from ctripd.embedded import EmbeddedPostgres
 from ctripd.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -55,37 +55,11 @@ def queries(module: str) -> Mapping[str, str]:
     return blocks
 
 
-def embedded_dsn(state_dir: Path) -> str:
-    """Start (or join) the embedded Postgres under `state_dir`/postgres; its data survives.
-
-    The server stops when the last process using it exits.
-    """
-    data_dir = state_dir / "postgres"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset, as under systemd; it is harmless.
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        try:
-            server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            log_file = data_dir / "log"
-            text = log_file.read_text(errors="replace") if log_file.exists() else ""
-            tail = text.strip().splitlines()[-3:]
-            reason = " | ".join(tail) if tail else str(exc)
-            raise DatabaseError(
-                f"the embedded PostgreSQL in {data_dir} did not start: {reason}"
-            ) from None
-    uri: str = server.get_uri()
-    return uri
-
-
 def database_dsn(config: Config) -> str:
     """The configured DSN, or the embedded Postgres under the state directory."""
     if config.database.dsn:
         return config.database.dsn
-    return embedded_dsn(config.state_dir)
+    return EmbeddedPostgres.start(config.state_dir).dsn
 
 
 def yoyo_url(dsn: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -208,3 +210,18 @@ async def rig(write_config, pool: asyncpg.Pool, anvil: AnvilProcess) -> AsyncIte
 async def token_rig(write_config, pool: asyncpg.Pool, anvil: AnvilProcess) -> AsyncIterator[Rig]:  # type: ignore[no-untyped-def]
     async with make_rig(write_config, pool, anvil, tokens=True) as r:
         yield r
+
+
+@pytest.fixture
+def embedded_state_dir() -> Iterator[Path]:
+    """A `[daemon] state_dir` for ctripd's embedded Postgres. Outside pytest's temporary root, which
+    any pytest session starting on the machine makes 0700 again: run as root, Postgres runs as the
+    `pgserver` user, which must reach its data. A server that a killed test left running is shut
+    down (SIGQUIT: immediate) before the directory goes."""
+    path = Path(tempfile.mkdtemp(prefix="ctstate"))
+    yield path
+    pid_file = path / "postgres" / "postmaster.pid"
+    if pid_file.exists():
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().splitlines()[0]), signal.SIGQUIT)
+    shutil.rmtree(path, ignore_errors=True)

@@ -182,14 +182,16 @@ class StallingRpcProxy:
 
 
 class Daemon:
-    """A `ctripd run` process; its JSON log lines (stdout and stderr) are collected as they come."""
+    """A `ctripd run` process; its JSON log lines (stdout and stderr) are collected as they come.
+    `env` adds to the test's environment."""
 
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ctripd", "--config", config_path, "run"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.raw: list[str] = []
         self.readers = [
@@ -206,12 +208,14 @@ class Daemon:
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in list(self.raw) if line.startswith("{")]
 
-    def wait_event(self, event: str, seconds: float = 60) -> None:
+    def wait_event(self, event: str, seconds: float = 60) -> dict[str, Any]:
+        """The first log line of `event`, once there is one."""
         deadline = time.monotonic() + seconds
-        while not any(line["event"] == event for line in self.lines()):
+        while not (found := [line for line in self.lines() if line["event"] == event]):
             assert self.proc.poll() is None, "".join(self.raw)[-3000:]
             assert time.monotonic() < deadline, f"no {event} in {seconds} s"
             time.sleep(0.1)
+        return found[0]
 
     def stop(self, timeout: float) -> int:
         """SIGTERM, then the exit code; the process must be gone within `timeout` s."""

@@ -7,7 +7,7 @@ import asyncio
 
 import structlog
 
-from ctripd import db
+from ctripd import db, embedded
 from ctripd.cli.check import run_checks
 from ctripd.cli.common import check_secrets, load
 from ctripd.http.app import serve
@@ -20,12 +20,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load(args)
     configure_logging(config.log.level, config.log.format)
     check_secrets(config)
-    dsn = db.database_dsn(config)
+    server = None
+    if not config.database.dsn:
+        embedded.adopt_orphans()
+        server = embedded.EmbeddedPostgres.start(config.state_dir)
+    dsn = server.dsn if server is not None else config.database.dsn
     if config.daemon.migrate_on_start:
         applied = db.migrate(dsn)
         if applied:
             log.info("migrations.applied", migrations=applied)
-    return serve(config, dsn)
+    return serve(config, dsn, server)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

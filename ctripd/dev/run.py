@@ -19,7 +19,7 @@ import yaml
 from eth_utils import to_checksum_address
 from mnemonic import Mnemonic
 
-from ctripd import db
+from ctripd import db, embedded
 from ctripd.chain.wallet import Wallet
 from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
 from ctripd.dev.devnet import AnvilProcess, start_anvil
@@ -117,14 +117,15 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     mnemonic_file = ensure_mnemonic(state_dir)
-    server_dsn = db.embedded_dsn(state_dir)
+    embedded.adopt_orphans()
+    server = embedded.EmbeddedPostgres.start(state_dir)
     anvil = start_anvil(mnemonic=mnemonic_file.read_text().strip(), chain_id=chain_id, block_time=2)
     try:
         accounts: list[str] = anvil.rpc("eth_accounts")
         gas_wallet = Wallet.from_mnemonic(mnemonic_file.read_text()).gas_address(0)
         anvil.rpc("anvil_setBalance", [gas_wallet, hex(DEV_GAS_FUNDS)])
         tokens = deploy_test_tokens(anvil.url, to_checksum_address(accounts[0]))
-        dsn = asyncio.run(_fresh_database(server_dsn))
+        dsn = asyncio.run(_fresh_database(server.dsn))
         config_path = write_dev_config(
             state_dir, dsn, anvil, chain_id, port, tokens, to_checksum_address(accounts[1])
         )
@@ -132,7 +133,7 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
         db.migrate(dsn)
         api_key = asyncio.run(_create_api_key(dsn))
         print(banner(config, anvil, tokens, api_key, state_dir), flush=True)
-        return serve(config, dsn)
+        return serve(config, dsn, server)
     finally:
         anvil.stop()
 

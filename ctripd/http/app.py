@@ -3,7 +3,9 @@ cleanup contexts, the routes with their OpenAPI description, and `serve` to run 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,11 +15,12 @@ import structlog
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ctripd import db
+from ctripd import db, sdnotify
 from ctripd.chain import wallet
 from ctripd.chain.rpc import RpcClient
 from ctripd.chain.tokens import decimals_mismatches
 from ctripd.config import ChainConfig, Config, ConfigError
+from ctripd.embedded import EmbeddedPostgres, Supervisor
 from ctripd.errors import CtripdError
 from ctripd.http import chains, checkout, events, health, metrics, openapi, payments, schemas
 from ctripd.http.auth import auth_middleware
@@ -57,6 +60,8 @@ class AppOptions:
     dsn: str
     # Off in tests, which drive every loop's run_once() themselves.
     background: bool = True
+    # The embedded server this process started or joined: supervised while the app runs.
+    embedded: EmbeddedPostgres | None = None
 
 
 def create_app(config: Config, options: AppOptions) -> web.Application:
@@ -65,6 +70,12 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     app[TASKS] = TaskSet()
     app[WALLET] = wallet.from_config(config)
     app[API_STATE] = ApiState(indexes=IndexPool())
+    # First in, last out: systemd's watchdog and the database supervision outlast the drain.
+    if options.background:
+        app.cleanup_ctx.append(_watchdog_ctx)
+        app.on_shutdown.append(_notify_stopping)
+    if options.embedded is not None:
+        app.cleanup_ctx.append(_supervisor_ctx(options.embedded))
     app.cleanup_ctx.append(_pool_ctx(options.dsn))
     app.cleanup_ctx.append(_api_pool_ctx(options.dsn))
     app.cleanup_ctx.append(_http_ctx)
@@ -89,21 +100,63 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     return app
 
 
-def serve(config: Config, dsn: str) -> int:
-    """Run the daemon in the foreground until SIGINT/SIGTERM, then stop gracefully."""
+def serve(config: Config, dsn: str, embedded: EmbeddedPostgres | None = None) -> int:
+    """Run the daemon in the foreground until SIGINT/SIGTERM, then stop gracefully; `embedded`
+    is the embedded server behind `dsn`, if it is one."""
     configure_logging(config.log.level, config.log.format)
-    app = create_app(config, AppOptions(dsn=dsn))
+    app = create_app(config, AppOptions(dsn=dsn, embedded=embedded))
     log.info("ctripd.starting", host=config.server.host, port=config.server.port)
     web.run_app(
         app,
         host=config.server.host,
         port=config.server.port,
         shutdown_timeout=config.daemon.shutdown_timeout,
-        print=None,
+        print=_ready,
         access_log=None,
     )
     log.info("ctripd.stopped")
     return 0
+
+
+def _ready(banner: str) -> None:
+    """run_app calls its `print` once the server listens, after every cleanup context (chains,
+    scheduler) has started: the daemon is ready, and systemd (Type=notify) is told so."""
+    log.info("ctripd.ready")
+    sdnotify.notify("READY=1")
+
+
+async def _notify_stopping(app: web.Application) -> None:
+    sdnotify.notify("STOPPING=1")
+
+
+@contextlib.asynccontextmanager
+async def _running(coro: Coroutine[None, None, None], name: str) -> AsyncIterator[None]:
+    """`coro` as a task while the block runs (a loop that ends only when cancelled)."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _watchdog_ctx(app: web.Application) -> AsyncIterator[None]:
+    """WATCHDOG=1 pings when systemd asks for them (WatchdogSec=)."""
+    period = sdnotify.watchdog_period()
+    if period is None:
+        yield
+        return
+    async with _running(sdnotify.keep_watchdog(period), "sd-watchdog"):
+        yield
+
+
+def _supervisor_ctx(embedded: EmbeddedPostgres) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with _running(Supervisor(embedded).run(), "embedded-postgres"):
+            yield
+
+    return ctx
 
 
 async def _begin_stop(app: web.Application) -> None:

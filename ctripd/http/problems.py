@@ -117,6 +117,21 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> Proble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# A database that cannot answer now: unreachable, or a server shutting down, crashed or starting
+# up (crash recovery after a restart answers "the database system is starting up"), or a pooled
+# connection whose server died mid-message (asyncpg refuses it with an InternalClientError until
+# it sees the connection closed).
+_UNAVAILABLE = (
+    DatabaseError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    OSError,
+)
+
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -131,7 +146,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _from_http_exception(exc, request).response(request.path)
     except asyncio.CancelledError:
         raise
-    except (DatabaseError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+    except _UNAVAILABLE as exc:
         log.error("api.unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}"[:200])
         problem = Problem(
             503, "the database is unavailable; retry later", headers={"Retry-After": "5"}

@@ -51,7 +51,9 @@ MAX_ERROR_CHARS = 500
 LEASE_MARGIN = 10.0
 JITTER = 0.1
 USER_AGENT = "ctripd-webhooks/1"
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: a pooled connection whose server died mid-message (a killed postmaster)
+# refuses queries until asyncpg sees it closed; the claim loop must outlive it.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,10 @@ def test_the_unit_allows_no_core_dumps() -> None:
     """A core dump would hold the mnemonic and keys of the process's memory."""
     unit = (README.parent / "systemd" / "ctripd.service").read_text()
     assert "\nLimitCORE=0\n" in unit
+
+
+def test_the_unit_waits_for_ready_and_watches_the_event_loop() -> None:
+    """ctripd sends READY=1 and WATCHDOG=1 (ctripd.sdnotify); the unit must ask for them."""
+    unit = (README.parent / "systemd" / "ctripd.service").read_text()
+    for line in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=on-failure"):
+        assert f"\n{line}\n" in unit, line
