@@ -149,6 +149,7 @@ class ChainSpec:
     interval_mining: bool = True
     symbol: str = "ETH"
     replace_after: int = 120
+    stall_after: int = 120
     # Asset symbol → min_credit (base units): smaller transfers are dust, recorded in aggregate.
     min_credit: dict[str, int] = field(default_factory=dict)
 
@@ -169,6 +170,7 @@ class ChainSpec:
             },
             "treasury": self.treasury,
             "replace_after": self.replace_after,
+            "stall_after": self.stall_after,
         }
 
     def asset(self, symbol: str) -> tuple[str | None, int]:

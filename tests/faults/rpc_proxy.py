@@ -16,6 +16,9 @@ balancer with unhealthy backends would answer:
 A lagging or wrong-chain fault is either one request routed to a bad backend, or an episode:
 that URL answers so for the next 0.5 to 2.5 s, every request.
 - `shuffled`: a batch answer in another order than asked (correct, as JSON-RPC allows)
+
+Apart from the random faults, `frozen` makes a URL a node stuck at a given block: every request
+to it is answered as of that head, however far the chain moves on.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class RpcProxy:
         self.rate = 0.0
         self.kinds: tuple[str, ...] = KINDS
         self.injected: Counter[str] = Counter()
+        # URL path → the block its node is stuck at.
+        self.frozen: dict[str, int] = {}
         self.episodes: Counter[str] = Counter()
         self.requests = 0
         # Per URL path: (kind, until time.monotonic(), lag) of a bad backend's episode.
@@ -122,6 +127,8 @@ class RpcProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests += 1
+        if (stuck := self.frozen.get(request.match_info["path"])) is not None:
+            return _json(await self._as_of(body, stuck))
         fate, lag = self._fate(request.match_info["path"])
         if fate == "shuffled" and not body.lstrip().startswith(b"["):
             fate = None
@@ -157,17 +164,24 @@ class RpcProxy:
         assert fate == "lagging"
         return _json(await self._lagging(body, lag))
 
-    async def _lagging(self, body: bytes, lag: int) -> bytes:
-        """Answer as a node `lag` blocks behind the real head would."""
-        calls = orjson.loads(body)
-        single = isinstance(calls, dict)
-        calls = [calls] if single else calls
-        head_answer = orjson.loads(
+    async def head(self) -> int:
+        """The real node's head."""
+        answer = orjson.loads(
             await self._forward(
                 orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"})
             )
         )
-        head = max(0, int(head_answer["result"], 16) - lag)
+        return int(answer["result"], 16)
+
+    async def _lagging(self, body: bytes, lag: int) -> bytes:
+        """Answer as a node `lag` blocks behind the real head would."""
+        return await self._as_of(body, max(0, await self.head() - lag))
+
+    async def _as_of(self, body: bytes, head: int) -> bytes:
+        """Answer as a node whose head is block `head` would."""
+        calls = orjson.loads(body)
+        single = isinstance(calls, dict)
+        calls = [calls] if single else calls
         local: dict[Any, dict[str, Any]] = {}
         forward = []
         for call in calls:
