@@ -121,6 +121,7 @@ def _payment_schemas(config: Config) -> Doc:
         "Transfer": {
             "type": "object",
             "required": [
+                "chain",
                 "tx_hash",
                 "log_index",
                 "kind",
@@ -143,8 +144,16 @@ def _payment_schemas(config: Config) -> Doc:
             "transfer of kind `dust` per block, payment and asset stands for `count` of them, "
             "with their total `amount`; its `tx_hash`, `log_index` and `from` are the last "
             "one's. Dust counts towards the sums like any transfer, but announces no "
-            "`payment.transfer_received`.",
+            "`payment.transfer_received`. A transfer on another configured chain than the "
+            "payment's (the deposit address is the same on every EVM chain, and payers do pick "
+            "the wrong network) is recorded and reported with that `chain`, held at the address "
+            "and never counted.",
             "properties": {
+                "chain": {
+                    "type": "string",
+                    "description": "The chain the transfer was made on: the payment's own, or "
+                    "another configured chain (sent on the wrong network).",
+                },
                 "tx_hash": {"type": "string"},
                 "log_index": {
                     "type": "integer",
@@ -205,10 +214,12 @@ def _payment_schemas(config: Config) -> Doc:
                 },
                 "assets": {
                     "type": "array",
-                    "description": "Live transfers per asset, the payment's own first.",
+                    "description": "Live transfers per chain and asset, the payment's own "
+                    "first; those on another chain than the payment's are held, never counted.",
                     "items": {
                         "type": "object",
                         "required": [
+                            "chain",
                             "asset",
                             "token_address",
                             "decimals",
@@ -218,6 +229,7 @@ def _payment_schemas(config: Config) -> Doc:
                             "amount_base_units",
                         ],
                         "properties": {
+                            "chain": {"type": "string"},
                             "asset": {"type": "string", "nullable": True},
                             "token_address": {**address, "nullable": True},
                             "decimals": {"type": "integer", "nullable": True},

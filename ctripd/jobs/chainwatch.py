@@ -72,8 +72,9 @@ class ChainWatcher:
         self.step = max(1, min(step, chain.max_range))
         self.window = max(MIN_WINDOW, 2 * chain.confirmations)
         self.state = WatchState()
-        # 20-byte addresses of every payment of this chain: funds are recorded whatever the
-        # payment's status, so none is ever dropped from the set.
+        # 20-byte addresses of every payment, of this chain and of the others (funds sent on the
+        # wrong network are recorded and held): funds are recorded whatever the payment's
+        # status, so none is ever dropped from the set.
         self.watched: set[bytes] = set()
         self._watched_xmin: str | None = None
         self._pool: asyncpg.Pool | None = None
@@ -159,13 +160,11 @@ class ChainWatcher:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             xmin = await conn.fetchval(QS["watch_snapshot"])
             if self._watched_xmin is None:
-                cursor = conn.cursor(QS["watched_addresses"], self.chain.name, prefetch=20_000)
+                cursor = conn.cursor(QS["watched_addresses"], prefetch=20_000)
                 async for row in cursor:
                     self.watched.add(row[0])
             else:
-                rows = await conn.fetch(
-                    QS["watched_addresses_since"], self.chain.name, self._watched_xmin
-                )
+                rows = await conn.fetch(QS["watched_addresses_since"], self._watched_xmin)
                 self.watched.update(r[0] for r in rows)
         self._watched_xmin = xmin
         self.state.watched = len(self.watched)

@@ -238,19 +238,39 @@ async def _settle(
     fresh: Mapping[str, list[asyncpg.Record]],
     times: Mapping[int, int],
 ) -> None:
-    """Recompute sums and status of locked `payments`; write the events of what changed (each
-    new transfer but dust, which only moves the sums)."""
+    """Recompute sums and status of locked `payments` of this chain; write the events of what
+    changed (each new transfer but dust, which only moves the sums). Payments of other chains
+    only get their new transfers reported: funds on another chain never count."""
     if not payments:
         return
+    own = [p["id"] for p in payments if p["chain"] == ctx.chain.name]
     sums = {
         r["id"]: (int(r["received"]), int(r["confirmed"]))
-        for r in await conn.fetch(Q["payment_sums"], [p["id"] for p in payments], ctx.scanned)
+        for r in await conn.fetch(Q["payment_sums"], own, ctx.scanned)
     }
     changed: list[tuple[Any, ...]] = []
     events: list[tuple[str, str, dict[str, Any] | None]] = []
     for p in payments:
-        received, confirmed = sums[p["id"]]
         new = fresh.get(p["id"], [])
+        if p["chain"] != ctx.chain.name:
+            # Sent on the wrong network: recorded, reported and held, never counted.
+            for t in new:
+                log.warning(
+                    "transfer.wrong_chain",
+                    chain=ctx.chain.name,
+                    payment_chain=p["chain"],
+                    payment_id=p["id"],
+                    tx=t["tx_hash"],
+                    amount=str(t["amount"]),
+                    asset=t["asset"],
+                )
+            events.extend(
+                ("payment.transfer_received", p["id"], ctx.render(t))
+                for t in new
+                if t["kind"] != "dust"
+            )
+            continue
+        received, confirmed = sums[p["id"]]
         completed_at = _completed_at(p, received, new, times, ctx)
         old = p["status"]
         status, paid_late = decide(

@@ -64,6 +64,7 @@ def render_transfer(
     amount = int(row["amount"])
     symbol, decimals = asset if asset is not None else (None, None)
     return {
+        "chain": row["chain"],
         "tx_hash": row["tx_hash"],
         "log_index": row["log_index"],
         "kind": row["kind"],
@@ -85,9 +86,10 @@ def render_summary(
     payment: asyncpg.Record | dict[str, Any], groups: Sequence[asyncpg.Record], shown: int
 ) -> dict[str, Any]:
     """Counts and sums of all of a payment's transfers, from its `transfer_summaries` rows:
-    live transfers per asset (the payment's own first), dust among them, orphaned ones, and
-    whether there are more rows than the `shown` latest."""
-    assets: dict[str, dict[str, Any]] = {}
+    live transfers per chain and asset (the payment's own first; funds on another chain are
+    held, never counted), dust among them, orphaned ones, and whether there are more rows than
+    the `shown` latest."""
+    assets: dict[tuple[bool, str, str], dict[str, Any]] = {}
     totals = {"count": 0, "dust_count": 0, "orphaned_count": 0}
     for g in groups:
         transfers = int(g["transfers"])
@@ -96,8 +98,12 @@ def render_summary(
             continue
         token = g["token"] or ""
         entry = assets.setdefault(
-            token,
-            {"asset": payment_asset_of(payment, g), "token_address": g["token_address"]},
+            (g["chain"] != payment["chain"], g["chain"], token),
+            {
+                "chain": g["chain"],
+                "asset": payment_asset_of(payment, g),
+                "token_address": g["token_address"],
+            },
         )
         entry["count"] = entry.get("count", 0) + transfers
         entry["dust_count"] = entry.get("dust_count", 0) + (transfers if g["dust"] else 0)
@@ -108,8 +114,8 @@ def render_summary(
     return {
         **totals,
         "assets": [
-            _asset_total(assets[token])
-            for token in sorted(assets, key=lambda token: (token != own, token))
+            _asset_total(assets[key])
+            for key in sorted(assets, key=lambda key: (key[0], key[2] != own, key[1], key[2]))
         ],
         "has_more": sum(int(g["rows"]) for g in groups) > shown,
     }
@@ -119,6 +125,7 @@ def _asset_total(entry: dict[str, Any]) -> dict[str, Any]:
     symbol, decimals = entry["asset"] or (None, None)
     units: int = entry["units"]
     return {
+        "chain": entry["chain"],
         "asset": symbol,
         "token_address": entry["token_address"],
         "decimals": decimals,
@@ -141,7 +148,6 @@ def render_payment(
     amount = int(payment["amount"])
     received = int(payment["amount_received"])
     confirmed = int(payment["amount_confirmed"])
-    head = payment["head"]
 
     def dec(units: int) -> str:
         return to_decimal_string(units, decimals)
@@ -168,7 +174,9 @@ def render_payment(
         "amount_overpaid_base_units": str(max(0, received - amount)),
         "paid_late": payment["paid_late"],
         "confirmations_required": payment["confirmations_required"],
-        "transfers": [render_transfer(t, payment_asset_of(payment, t), head) for t in transfers],
+        "transfers": [
+            render_transfer(t, payment_asset_of(payment, t), t["head"]) for t in transfers
+        ],
         "transfer_summary": render_summary(payment, summary, len(transfers)),
         "order_id": payment["order_id"],
         "metadata": payment["metadata"],
@@ -235,5 +243,5 @@ async def transfers_page(
     rows = await conn.fetch(Q["transfers_page"], payment_id, block, row_id, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    page = [render_transfer(t, payment_asset_of(payment, t), payment["head"]) for t in rows]
+    page = [render_transfer(t, payment_asset_of(payment, t), t["head"]) for t in rows]
     return payment["merchant"], page, (rows[-1]["block_number"], rows[-1]["id"]) if more else None

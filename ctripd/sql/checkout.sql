@@ -6,7 +6,7 @@ SELECT p.id, p.chain, p.chain_id, p.asset, p.token_address, p.decimals, p.amount
        p.status, p.amount_received, p.paid_late, p.confirmations_required, p.expires_at,
        c.scanned_block,
        (SELECT max(t.block_number) FROM transfers t
-        WHERE t.payment_id = p.id AND t.status = 'live'
+        WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain
           AND lower(coalesce(t.token_address, '')) = lower(coalesce(p.token_address, '')))
            AS newest_block
 FROM payments p

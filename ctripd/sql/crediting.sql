@@ -1,14 +1,15 @@
 -- name: lock_payments_for_step
--- Payments receiving transfers now, and those whose amounts still wait for confirmations;
--- locked in id order so concurrent writers (cancel, expiry) never deadlock with the scanner.
+-- Payments receiving transfers now (of any chain: funds sent on the wrong network are recorded
+-- with their payment), and this chain's payments whose amounts still wait for confirmations;
+-- locked in id order so concurrent writers (cancel, expiry, other chains' scanners) never
+-- deadlock with the scanner.
 -- `id || ''` sorts exactly as `id` but cannot be read off the primary key: Postgres has no
 -- statistics for `amount_confirmed < amount_received` and guesses a third of the table, so
 -- ordering by `id` could make it walk every payment in key order rather than sort the few its
 -- indexes find (3 s a step at 1,000,000 payments, for certain with random_page_cost = 1.1).
 SELECT * FROM payments
-WHERE chain = $1
-  AND (lower(address) = ANY($2::text[])
-       OR status = 'detected' OR amount_confirmed < amount_received)
+WHERE lower(address) = ANY($2::text[])
+   OR (chain = $1 AND (status = 'detected' OR amount_confirmed < amount_received))
 ORDER BY id || ''
 FOR UPDATE;
 
@@ -67,15 +68,16 @@ WHERE t.status = 'orphaned'
 RETURNING t.*;
 
 -- name: payment_sums
--- Received and confirmed sums of the live transfers in each payment's own asset; a transfer
--- counts as confirmed with at least confirmations_required blocks up to and including $2.
+-- Received and confirmed sums of the live transfers in each payment's own asset on its own chain;
+-- a transfer counts as confirmed with at least confirmations_required blocks up to and including
+-- $2.
 SELECT p.id,
        coalesce(sum(t.amount), 0) AS received,
        coalesce(sum(t.amount) FILTER (
            WHERE t.block_number <= $2 - p.confirmations_required + 1), 0) AS confirmed
 FROM payments p
 LEFT JOIN transfers t
-       ON t.payment_id = p.id AND t.status = 'live'
+       ON t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain
       AND lower(coalesce(t.token_address, '')) = lower(coalesce(p.token_address, ''))
 WHERE p.id = ANY($1::text[])
 GROUP BY p.id;

@@ -52,36 +52,40 @@ ORDER BY p.created_at DESC, p.id DESC
 LIMIT $7;
 
 -- name: latest_transfers_of_payments
--- The latest $2 transfer rows of each payment $1 (a dust aggregate is one row), newest first.
-SELECT t.*
+-- The latest $2 transfer rows of each payment $1 (a dust aggregate is one row), newest first,
+-- each with the head of the chain it was made on (for its confirmations).
+SELECT t.*, c.head
 FROM unnest($1::text[]) AS p (id)
 CROSS JOIN LATERAL (
-    SELECT payment_id, id, tx_hash, kind, log_index, block_number, block_hash, from_address,
-           token_address, asset, decimals, amount, transfer_count, status
+    SELECT payment_id, id, chain, tx_hash, kind, log_index, block_number, block_hash,
+           from_address, token_address, asset, decimals, amount, transfer_count, status
     FROM transfers
     WHERE payment_id = p.id
     ORDER BY block_number DESC, id DESC
     LIMIT $2
-) t;
+) t
+LEFT JOIN chains c ON c.name = t.chain;
 
 -- name: transfer_summaries
 -- What the transfer summary of payments $1 adds up: rows, transfers and amounts per payment,
--- status, dust or not, and asset.
-SELECT payment_id, status, kind = 'dust' AS dust, lower(token_address) AS token,
+-- status, dust or not, chain and asset.
+SELECT payment_id, status, kind = 'dust' AS dust, chain, lower(token_address) AS token,
        max(token_address) AS token_address, max(asset) AS asset, max(decimals) AS decimals,
        count(*) AS rows, sum(transfer_count) AS transfers, sum(amount) AS amount
 FROM transfers
 WHERE payment_id = ANY($1::text[])
-GROUP BY payment_id, status, kind = 'dust', lower(token_address);
+GROUP BY payment_id, status, kind = 'dust', chain, lower(token_address);
 
 -- name: transfers_page
 -- A page of payment $1's transfer rows, newest first, after the (block, row id) ($2, $3) where
 -- the previous page ended.
-SELECT id, tx_hash, kind, log_index, block_number, block_hash, from_address, token_address,
-       asset, decimals, amount, transfer_count, status
-FROM transfers
-WHERE payment_id = $1 AND ($2::bigint IS NULL OR (block_number, id) < ($2, $3::bigint))
-ORDER BY block_number DESC, id DESC
+SELECT t.id, t.chain, t.tx_hash, t.kind, t.log_index, t.block_number, t.block_hash,
+       t.from_address, t.token_address, t.asset, t.decimals, t.amount, t.transfer_count,
+       t.status, c.head
+FROM transfers t
+LEFT JOIN chains c ON c.name = t.chain
+WHERE t.payment_id = $1 AND ($2::bigint IS NULL OR (t.block_number, t.id) < ($2, $3::bigint))
+ORDER BY t.block_number DESC, t.id DESC
 LIMIT $4;
 
 -- name: sweeps_of_payments

@@ -1,5 +1,10 @@
 -- name: deposit_addresses
-SELECT DISTINCT address FROM payments WHERE chain = $1 ORDER BY address;
+-- The chain's payments' addresses, and those of other chains' payments that received funds on it.
+SELECT address FROM payments WHERE chain = $1
+UNION
+SELECT p.address FROM transfers t JOIN payments p ON p.id = t.payment_id
+WHERE t.chain = $1 AND p.chain <> $1
+ORDER BY address;
 
 -- name: credited
 -- Live incoming transfers up to block $2 per deposit address and asset (token NULL: native).
@@ -14,25 +19,28 @@ GROUP BY p.address, lower(t.token_address);
 
 -- name: held
 -- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
--- in another asset than their payment's, or to a payment that expired or was canceled, less
--- what confirmed recoveries took. They may be owed back to the payer, an operator's decision.
+-- sent on this chain for a payment of another, in another asset than their payment's, or to a
+-- payment that expired or was canceled, less what confirmed recoveries took. They may be owed
+-- back to the payer, an operator's decision.
 WITH held AS (
     SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
+           p.chain AS payment_chain,
            lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
                AS other_asset,
            sum(t.amount) AS amount
     FROM transfers t JOIN payments p ON p.id = t.payment_id
     WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
-      AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
+      AND (p.chain <> t.chain
+           OR lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
            OR p.status IN ('expired', 'canceled'))
-    GROUP BY p.address, p.id, p.status, lower(t.token_address), other_asset
+    GROUP BY p.address, p.id, p.status, p.chain, lower(t.token_address), other_asset
 ), recovered AS (
     SELECT r.payment_id, lower(r.token_address) AS token, sum(r.amount) AS amount
     FROM recoveries r JOIN sweeps s ON s.id = r.sweep_id
     WHERE r.chain = $1 AND r.status = 'done' AND s.block_number <= $2
     GROUP BY r.payment_id, lower(r.token_address)
 )
-SELECT h.address, h.payment_id, h.status, h.token, h.other_asset,
+SELECT h.address, h.payment_id, h.status, h.token, h.payment_chain, h.other_asset,
        h.amount - coalesce(v.amount, 0) AS amount
 FROM held h
 LEFT JOIN recovered v ON v.payment_id = h.payment_id AND v.token IS NOT DISTINCT FROM h.token

@@ -17,7 +17,7 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
        p.amount_confirmed,
        (SELECT max(t.block_number) FROM transfers t
-        WHERE t.payment_id = p.id AND t.status = 'live') AS last_block
+        WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain) AS last_block
 FROM payments p
 WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered
   AND (p.sweep_not_before IS NULL OR p.sweep_not_before <= $2)

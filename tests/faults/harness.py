@@ -1046,14 +1046,16 @@ def expected_state(
 def payment_problems(
     world: World, snap: Snapshot, expected: dict[str, dict[Any, Expected]]
 ) -> list[str]:
-    by_payment: dict[str, list[Expected]] = defaultdict(list)
-    for found in expected.values():
+    # Only transfers on the payment's own chain count; those on another are held.
+    by_payment: dict[tuple[str, str], list[Expected]] = defaultdict(list)
+    for chain, found in expected.items():
         for t in found.values():
-            by_payment[t.payment_id].append(t)
+            by_payment[(chain, t.payment_id)].append(t)
     problems = []
     for p in snap.payments:
         scanned = snap.scanned.get(p["chain"]) or 0
-        want = expected_state(world, p, by_payment[p["id"]], scanned, snap.now)
+        own = by_payment[(p["chain"], p["id"])]
+        want = expected_state(world, p, own, scanned, snap.now)
         got = (
             p["status"],
             int(p["amount_received"]),

@@ -4,8 +4,9 @@ JSON, a lagging node, a node of another chain, batches answered out of order) wh
 arrive on it and on chain "beta", a second Anvil with another chain id reached directly.
 
 The other chain is made a trap: beta holds transfers to alpha's deposit addresses, of a token
-deployed at the same address, so any answer of the wrong chain that ctripd believed would show
-up as a phantom transfer. Checked: no missed and no phantom transfer (every invariant of the
+deployed at the same address. Beta's scanner records them (held on beta, never counted for the
+alpha payment); any answer of the wrong chain that alpha's scanner believed would show up as a
+phantom transfer on alpha. Checked: no missed and no phantom transfer (every invariant of the
 suite), beta settles while alpha's faults go on, and the API answers every probe meanwhile.
 
 `CTRIPD_FAULTS_FULL=1` keeps the faults on for at least 60 s and 20 of each kind; by default
@@ -33,6 +34,7 @@ from harness import (
     Daemon,
     Node,
     Policy,
+    Sent,
     World,
     api_key,
     check_invariants,
@@ -162,12 +164,19 @@ async def test_rpc_faults_lose_nothing_and_stay_on_their_chain(
                     asyncio.create_task(pay_one(world, api, sub, f"r{i}", chain, rng.choice(PLANS)))
                 )
                 i += 1
-                # Beta pays alpha's deposit addresses too: funds on the wrong chain.
+                # Beta pays alpha's deposit addresses too: funds on the wrong chain, which beta's
+                # scanner must record (held, never counted) and alpha's must never believe.
                 alpha_payments = [c for c in world.created.values() if c.chain == "alpha"]
                 if alpha_payments:
-                    target = rng.choice(alpha_payments).address
+                    target = rng.choice(alpha_payments)
                     payer = rng.choice(PAYERS)
-                    await b.send(payer, target, rng.choice([None, token]), rng.randint(1, 10**6))
+                    decoy_token = rng.choice([None, token])
+                    amount = rng.randint(1, 10**6)
+                    async with world.payer_locks[payer]:
+                        tx_hash = await b.send(payer, target.address, decoy_token, amount)
+                    world.sent.append(
+                        Sent("beta", tx_hash, target.address, decoy_token, amount, target.id)
+                    )
                     decoys += 1
                 await asyncio.sleep(rng.uniform(0.1, 0.6))
             await asyncio.gather(*tasks)
