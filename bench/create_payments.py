@@ -309,6 +309,10 @@ def main() -> int:
             async def make_key() -> str:
                 conn = await asyncpg.connect(dsn)
                 try:
+                    await conn.execute(
+                        "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
+                        "bench",
+                    )
                     key, _ = await apikeys.create_key(conn, "bench", "bench")
                 finally:
                     await conn.close()

@@ -17,6 +17,9 @@ PAYMENT = {"chain": "anvil", "asset": "ETH", "amount": "1"}
 
 async def new_key(pool: asyncpg.Pool, merchant: str = "default", name: str = "test") -> str:
     async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", merchant
+        )
         key, _ = await apikeys.create_key(conn, name, merchant)
     return key
 
@@ -120,6 +123,8 @@ async def test_cli_create_list_revoke(write_config, make_client, pool, capsys) -
     capsys.readouterr()  # the app's start-up log lines
     base = ("--config", config.path, "api-key")
 
+    assert await _cli("--config", config.path, "merchants", "create", "shop") == 0
+    capsys.readouterr()
     assert await _cli(*base, "create", "--name", "checkout", "--merchant", "shop") == 0
     out, err = capsys.readouterr()
     key = out.strip()

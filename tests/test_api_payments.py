@@ -25,6 +25,9 @@ WALLET = Wallet.from_mnemonic(TEST_MNEMONIC)
 
 async def new_key(pool: asyncpg.Pool, merchant: str = "default") -> dict[str, str]:
     async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", merchant
+        )
         key, _ = await apikeys.create_key(conn, "test", merchant)
     return {"Authorization": f"Bearer {key}"}
 

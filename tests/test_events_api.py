@@ -43,6 +43,9 @@ async def setup(pool, write_config, make_client, receiver, tmp_path: Path):  # t
 
 async def key_for(pool: asyncpg.Pool, merchant: str) -> dict[str, str]:
     async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", merchant
+        )
         key, _ = await create_key(conn, "test", merchant)  # type: ignore[arg-type]
     return {"Authorization": f"Bearer {key}"}
 

@@ -52,6 +52,9 @@ async def shop(pool, write_config, make_client, anvil) -> Shop:  # type: ignore[
     keys = {}
     for merchant in ("alice", "bob"):
         async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", merchant
+            )
             key, _ = await create_key(conn, "cli-test", merchant)
         keys[merchant] = {"Authorization": f"Bearer {key}"}
     watcher = client.server.app[WATCHERS]["anvil"]

@@ -262,6 +262,9 @@ async def test_many_credited_transfers_keep_payloads_bounded_and_are_paged(
     client = await make_client(config)
     async with pool.acquire() as conn:
         secret, _ = await apikeys.create_key(conn, "test", "default")
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", "acme"
+        )
         other, _ = await apikeys.create_key(conn, "other", "acme")
     headers = {"Authorization": f"Bearer {secret}"}
     seen: list[dict[str, Any]] = []

@@ -7,7 +7,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ctripd.cli import daemon, dev, events, keys, payments, reconcile, recover, wallet
+from ctripd.cli import (
+    daemon,
+    dev,
+    events,
+    keys,
+    merchants,
+    payments,
+    reconcile,
+    recover,
+    wallet,
+)
 from ctripd.cli.common import EXIT_CONFIG, CliError
 from ctripd.config import ConfigError
 from ctripd.errors import CtripdError
@@ -23,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="path of ctripd.toml (default: $CTRIPD_CONFIG or ./ctripd.toml)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (daemon, dev, events, keys, wallet, reconcile, recover, payments):
+    for module in (daemon, dev, events, keys, merchants, wallet, reconcile, recover, payments):
         module.add_commands(sub)
     return parser
 

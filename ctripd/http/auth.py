@@ -23,12 +23,12 @@ from ctripd.errors import CtripdError, NotFoundError
 from ctripd.formats import iso
 from ctripd.http.keys import API_POOL, MERCHANT
 from ctripd.http.problems import Handler, Problem
+from ctripd.ledger.merchants import check_merchant_id
 
 Q = queries("apikeys")
 
 KEY_PREFIX = "ctk_"
 _KEY = re.compile(r"ctk_[A-Za-z0-9_-]{43}")
-_MERCHANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Shown in listings so an operator can tell keys apart; 8 random characters identify nothing.
 SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 8
 
@@ -52,28 +52,33 @@ def well_formed(key: str) -> bool:
     return _KEY.fullmatch(key) is not None
 
 
-def check_merchant(merchant: str) -> str:
-    if not _MERCHANT.fullmatch(merchant):
-        raise ValueError("merchant must be 1-64 letters, digits, '_', '.' or '-'")
-    return merchant
-
-
 async def create_key(
     conn: Conn | asyncpg.Pool, name: str, merchant: str
 ) -> tuple[str, dict[str, Any]]:
-    """Store a new key's hash; returns the key (to show once) and its listing row."""
+    """Store a new key's hash; returns the key (to show once) and its listing row. The merchant
+    must exist (`ctripd merchants create`)."""
     if not name.strip() or len(name) > 100:
         raise ValueError("name must be 1-100 characters")
     key = generate_key()
-    row = await conn.fetchrow(
-        Q["insert_key"], name, check_merchant(merchant), key[:SHOWN_PREFIX_LEN], hash_key(key)
-    )
+    try:
+        row = await conn.fetchrow(
+            Q["insert_key"],
+            name,
+            check_merchant_id(merchant),
+            key[:SHOWN_PREFIX_LEN],
+            hash_key(key),
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFoundError(
+            f"no merchant {merchant!r}: create it first with `ctripd merchants create`"
+        ) from None
     assert row is not None
     return key, dict(row)
 
 
 async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> ApiKey | None:
-    """The live key matching `key`, or None (unknown, revoked or malformed)."""
+    """The live key matching `key`, or None (unknown, revoked, malformed, or its merchant
+    disabled)."""
     if not well_formed(key):
         return None
     digest = hash_key(key)

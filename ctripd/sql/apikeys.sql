@@ -4,7 +4,10 @@ VALUES ($1, $2, $3, $4)
 RETURNING id, name, merchant, prefix, created_at, revoked_at;
 
 -- name: key_by_hash
-SELECT id, merchant, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+-- A live key of a merchant that is not disabled.
+SELECT k.id, k.merchant, k.key_hash
+FROM api_keys k JOIN merchants m ON m.id = k.merchant
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND m.disabled_at IS NULL;
 
 -- name: list_keys
 SELECT id, name, merchant, prefix, created_at, revoked_at FROM api_keys ORDER BY id;
