@@ -155,7 +155,8 @@ async def fresh_event(pool: asyncpg.Pool, payment_id: str) -> str:
         payment_id,
     )
     async with pool.acquire() as conn, conn.transaction():
-        return await record_event(conn, "payment.created", payment_id)  # type: ignore[arg-type]
+        (event_id,) = await record_event(conn, "payment.created", payment_id)  # type: ignore[arg-type]
+        return event_id
 
 
 async def pending(pool: asyncpg.Pool, prefix: str) -> int:

@@ -165,6 +165,10 @@ class WebhooksConfig:
     concurrency: int = field(default=16, metadata=_bounded(1))
     # Delivered and failed events (with their delivery attempts) older than this are pruned.
     retention_days: int = field(default=90, metadata=_bounded(0, 36500))
+    # After an endpoint's secret is rotated, the previous one keeps signing this long.
+    secret_overlap: int = field(default=86400, metadata=_bounded(0, MAX_SECONDS))
+    # SSRF guard: merchants' endpoints may not reach private (non-loopback) addresses unless set.
+    allow_private_targets: bool = False
 
 
 @dataclass(frozen=True)

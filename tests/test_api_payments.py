@@ -119,7 +119,7 @@ async def test_created_event_matches_record_event(write_config, make_client, poo
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        event_id = await record_event(conn, "payment.created", payment["id"])
+        (event_id,) = await record_event(conn, "payment.created", payment["id"])
         reference = await conn.fetchval("SELECT payload FROM events WHERE id = $1", event_id)
         await tx.rollback()
     assert set(written) == set(reference)
@@ -201,7 +201,8 @@ async def test_idempotency_key(write_config, make_client, pool) -> None:  # type
     assert mine.status == 201 and (await mine.json())["id"] != payment["id"]
 
     assert await pool.fetchval("SELECT count(*) FROM payments") == 2
-    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    # m2 has no webhook endpoint: its payment.created is delivered nowhere, so not queued.
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_payment(

@@ -46,7 +46,8 @@ def dead_url() -> str:
 
 @pytest.fixture
 async def shop(pool, write_config, make_client, anvil) -> Shop:  # type: ignore[no-untyped-def]
-    """alice: one pending and one canceled payment; bob: one paid and confirmed on Anvil."""
+    """alice: one pending and one canceled payment; bob: one paid and confirmed on Anvil; each
+    with a webhook endpoint."""
     config = write_config(chains=[chain_entry(anvil, rpc=[anvil.url, dead_url()])])
     client = await make_client(config)
     keys = {}
@@ -57,6 +58,11 @@ async def shop(pool, write_config, make_client, anvil) -> Shop:  # type: ignore[
             )
             key, _ = await create_key(conn, "cli-test", merchant)
         keys[merchant] = {"Authorization": f"Bearer {key}"}
+        # Each merchant's events are deliveries to its webhook endpoint (one here, never reached).
+        resp = await client.post(
+            "/v1/webhook-endpoints", json={"url": dead_url() + "/hook"}, headers=keys[merchant]
+        )
+        assert resp.status == 201, await resp.text()
     watcher = client.server.app[WATCHERS]["anvil"]
     await watcher.run_once()  # the cursor starts at the current head
 

@@ -177,7 +177,8 @@ async def new_payment(pool: asyncpg.Pool, merchant: str = "default") -> str:
 
 async def add_event(pool: asyncpg.Pool, payment_id: str, event_type: str) -> str:
     async with pool.acquire() as conn, conn.transaction():
-        return await record_event(conn, event_type, payment_id)  # type: ignore[arg-type]
+        (event_id,) = await record_event(conn, event_type, payment_id)  # type: ignore[arg-type]
+        return event_id
 
 
 async def event_ids(pool: asyncpg.Pool, payment_id: str) -> list[str]:
@@ -695,7 +696,7 @@ async def test_without_url_events_stay_in_the_outbox(pool, write_config, make_cl
     payment_id = await new_payment(pool)
     with capture_logs() as logs:
         client = await make_client(config)
-    assert [e["event"] for e in logs].count("webhooks.disabled") == 1
+    assert [e["event"] for e in logs].count("webhooks.url_unset") == 1
     assert await client.server.app[WEBHOOKS].run_once() == 0
     (event_id,) = await event_ids(pool, payment_id)
     assert (await event_row(pool, event_id))["status"] == "pending"
@@ -740,7 +741,7 @@ async def test_no_secret_material_in_any_log_line(
     write_secret(bad, "whsec_" + base64.b64encode(b"short").decode())
     with pytest.raises(ConfigError) as error:
         Signer.from_config(write_config(toml={"webhooks": {"secret_file": str(bad)}}))
-    rendered = [repr(e) for e in logs] + [str(error.value), repr(worker.signer)]
+    rendered = [repr(e) for e in logs] + [str(error.value), repr(worker.configured)]
     for value in (secret, old, "whsec_" + base64.b64encode(b"short").decode()):
         for needle in (value, value.removeprefix("whsec_")):
             assert not any(needle in line for line in rendered), "a secret was logged"

@@ -82,6 +82,8 @@ def write_dev_config(
                 f"dsn = {json.dumps(dsn)}",
                 "[wallet]",
                 'mnemonic_file = "mnemonic"',
+                "[webhooks]",
+                "allow_private_targets = true",
                 "[log]",
                 'level = "info"',
                 "",

@@ -22,7 +22,17 @@ from ctripd.chain.tokens import decimals_mismatches
 from ctripd.config import ChainConfig, Config, ConfigError
 from ctripd.embedded import EmbeddedPostgres, Supervisor
 from ctripd.errors import CtripdError
-from ctripd.http import chains, checkout, events, health, metrics, openapi, payments, schemas
+from ctripd.http import (
+    chains,
+    checkout,
+    endpoints,
+    events,
+    health,
+    metrics,
+    openapi,
+    payments,
+    schemas,
+)
 from ctripd.http.auth import auth_middleware
 from ctripd.http.keys import (
     API_POOL,
@@ -87,10 +97,11 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     # problem+json outermost, then auth: every /v1/ path needs a key, whoever added its route.
     app.middlewares.append(problem_middleware)
     app.middlewares.append(auth_middleware)
-    for module in (health, events, chains, payments, checkout, metrics, openapi):
+    for module in (health, events, endpoints, chains, payments, checkout, metrics, openapi):
         module.setup_routes(app)
     for paths, components in (
         schemas.event_docs(),
+        schemas.endpoint_docs(),
         schemas.chain_docs(),
         schemas.payment_docs(config),
         schemas.checkout_docs(),
@@ -279,9 +290,13 @@ def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator
         config = app[CONFIG]
         worker = WebhookWorker(app[POOL], config)
         app[WEBHOOKS] = worker
-        if not worker.enabled:
-            log.warning("webhooks.disabled", reason="webhooks.url is not set; events stay queued")
-        elif background:
+        if worker.configured is None:
+            log.warning(
+                "webhooks.url_unset",
+                reason="the default merchant's events for webhooks.url stay queued; "
+                "webhook endpoints of merchants are delivered",
+            )
+        if background:
             worker.start()
             app[TASKS].on_stop.append(worker.stop_claiming)
         yield

@@ -7,7 +7,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -21,9 +20,11 @@ from ctripd.db import queries
 from ctripd.formats import PAYMENT_ID
 from ctripd.http.keys import API_POOL, API_STATE, CONFIG, MERCHANT, WALLET
 from ctripd.http.params import (
+    check_text,
     json_response,
     limit_param,
     query_param,
+    read_json,
     refuse_unknown_params,
     short,
     status_param,
@@ -55,45 +56,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- request parsing ----------------------------------------------------------------------------
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def _read_json(request: web.Request) -> Any:
-    limit = request.app[CONFIG].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise Problem(413, f"request body exceeds {limit} bytes")
-    if request.content_type != "application/json":
-        raise Problem(415, f"Content-Type must be application/json, not {request.content_type!r}")
-    body = await request.read()
-    try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        raise Problem(400, f"malformed JSON: {exc}"[:300]) from None
-
-
-def _check_text(value: str, name: str) -> None:
-    """Postgres TEXT holds neither NUL nor lone surrogates; refuse them instead of failing."""
-    if "\x00" in value:
-        raise validation(name, "must not contain NUL characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise validation(name, "must be valid Unicode (no lone surrogates)") from None
-
-
 def _check_json_value(value: Any, name: str, depth: int) -> None:
     if depth > METADATA_MAX_DEPTH:
         raise validation("metadata", f"nests deeper than {METADATA_MAX_DEPTH} levels")
     if isinstance(value, str):
-        _check_text(value, name)
+        check_text(value, name)
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int | float):
@@ -105,7 +72,7 @@ def _check_json_value(value: Any, name: str, depth: int) -> None:
             )
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_text(key, name)
+            check_text(key, name)
             _check_json_value(item, f"{name}.{key}"[:300], depth + 1)
     else:
         for i, item in enumerate(value):
@@ -163,7 +130,7 @@ def parse_create(
     if order_id is not None:
         if not isinstance(order_id, str) or not 1 <= len(order_id) <= ORDER_ID_MAX:
             raise validation("order_id", f"must be a string of 1 to {ORDER_ID_MAX} characters")
-        _check_text(order_id, "order_id")
+        check_text(order_id, "order_id")
 
     metadata = fields.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -313,7 +280,7 @@ async def create_payment(request: web.Request) -> web.Response:
     app = request.app
     merchant = request[MERCHANT]
     idempotency_key = _idempotency_key(request)
-    body = await _read_json(request)
+    body = await read_json(request)
     new = parse_create(body, app[CONFIG], merchant, idempotency_key)
     pool = app[API_POOL]
     await _require_cursor(request, new.chain)

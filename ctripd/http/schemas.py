@@ -4,7 +4,7 @@ function gives the (paths, schemas) of one resource for `openapi.document`."""
 from __future__ import annotations
 
 from ctripd.config import Config
-from ctripd.http import events, openapi, payments
+from ctripd.http import endpoints, events, openapi, payments
 from ctripd.http.openapi import Doc
 from ctripd.ledger.events import EVENT_TYPES
 from ctripd.ledger.events import STATUSES as DELIVERY_STATUSES
@@ -18,6 +18,10 @@ def payment_docs(config: Config) -> tuple[Doc, Doc]:
 
 def event_docs() -> tuple[Doc, Doc]:
     return _event_paths(), _event_schemas()
+
+
+def endpoint_docs() -> tuple[Doc, Doc]:
+    return _endpoint_paths(), _endpoint_schemas()
 
 
 def chain_docs() -> tuple[Doc, Doc]:
@@ -538,6 +542,14 @@ def _event_schemas() -> Doc:
                 "id": {"type": "string"},
                 "type": {"type": "string", "enum": list(EVENT_TYPES)},
                 "payment_id": {"type": "string"},
+                "endpoint_id": {
+                    **nullable_text,
+                    "description": (
+                        "The webhook endpoint (`we_…`) this delivery goes to; null for the "
+                        "default merchant's `[webhooks] url` of the config. An event goes to each "
+                        "endpoint as its own delivery, with its own id."
+                    ),
+                },
                 "status": {
                     "type": "string",
                     "enum": list(DELIVERY_STATUSES),
@@ -779,3 +791,182 @@ _CHECKOUT_PATHS: Doc = {
         }
     },
 }
+
+
+def _endpoint_schemas() -> Doc:
+    time = {"type": "string", "format": "date-time"}
+    nullable_text = {"type": "string", "nullable": True}
+    types = {
+        "type": "array",
+        "items": {"type": "string", "enum": list(EVENT_TYPES)},
+        "minItems": 1,
+        "nullable": True,
+        "description": "Event types delivered to it; null: every type.",
+    }
+    required = ["id", "url", "description", "event_types", "created_at"]
+    properties: Doc = {
+        "id": {"type": "string", "description": "`we_…`"},
+        "url": {"type": "string"},
+        "description": nullable_text,
+        "event_types": types,
+        "created_at": time,
+        "previous_secret_expires_at": {
+            **time,
+            "nullable": True,
+            "description": "While a rotation overlaps: until when the old secret signs too.",
+        },
+    }
+    endpoint: Doc = {"type": "object", "required": required, "properties": properties}
+    return {
+        "WebhookEndpointCreate": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "maxLength": 2048,
+                    "description": (
+                        "The `https` URL events are POSTed to (plain `http` only on a loopback "
+                        "host); redirects are not followed, private addresses are refused "
+                        "unless the operator allows them."
+                    ),
+                },
+                "event_types": types,
+                "description": {
+                    **nullable_text,
+                    "maxLength": endpoints.DESCRIPTION_MAX,
+                    "pattern": "^[^\\u0000]*$",
+                },
+            },
+        },
+        "WebhookEndpoint": endpoint,
+        "WebhookEndpointWithSecret": {
+            "type": "object",
+            "required": [*required, "secret"],
+            "properties": {
+                **properties,
+                "secret": {
+                    "type": "string",
+                    "description": "`whsec_…` Standard Webhooks signing secret; shown only now.",
+                },
+            },
+        },
+        "WebhookEndpointList": {
+            "type": "object",
+            "properties": {"data": {"type": "array", "items": openapi.ref("WebhookEndpoint")}},
+        },
+        "WebhookTestResult": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "description": "The test message's `webhook-id`."},
+                "delivered": {"type": "boolean", "description": "The endpoint answered 2xx."},
+                "http_status": {"type": "integer", "nullable": True},
+                "latency_ms": {"type": "integer"},
+                "error": nullable_text,
+            },
+        },
+    }
+
+
+def _endpoint_paths() -> Doc:
+    id_param = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "Endpoint id (`we_…`).",
+    }
+
+    def with_secret(description: str, status: str) -> Doc:
+        return {
+            status: {
+                "description": description,
+                "content": openapi.json_content(openapi.ref("WebhookEndpointWithSecret")),
+            }
+        }
+
+    return {
+        "/v1/webhook-endpoints": {
+            "post": {
+                "summary": "Add a webhook endpoint; its signing secret is shown only now",
+                "operationId": "createWebhookEndpoint",
+                "description": (
+                    f"At most {endpoints.MAX_ENDPOINTS} per merchant. Every later event of the "
+                    "merchant whose type it takes is delivered to it, as its own delivery."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": openapi.json_content(openapi.ref("WebhookEndpointCreate")),
+                },
+                "responses": {
+                    **with_secret("Created", "201"),
+                    **openapi.problem_responses(400, 401, 409, 413, 415, 422),
+                },
+            },
+            "get": {
+                "summary": "List the merchant's webhook endpoints",
+                "operationId": "listWebhookEndpoints",
+                "responses": {
+                    "200": {
+                        "description": "Every live endpoint, oldest first",
+                        "content": openapi.json_content(openapi.ref("WebhookEndpointList")),
+                    },
+                    **openapi.problem_responses(401),
+                },
+            },
+        },
+        "/v1/webhook-endpoints/{id}": {
+            "get": {
+                "summary": "One webhook endpoint",
+                "operationId": "getWebhookEndpoint",
+                "parameters": [id_param],
+                "responses": {
+                    "200": {
+                        "description": "The endpoint",
+                        "content": openapi.json_content(openapi.ref("WebhookEndpoint")),
+                    },
+                    **openapi.problem_responses(401, 404),
+                },
+            },
+            "delete": {
+                "summary": "Delete a webhook endpoint: its pending deliveries fail, nothing more "
+                "is sent to it",
+                "operationId": "deleteWebhookEndpoint",
+                "parameters": [id_param],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **openapi.problem_responses(401, 404),
+                },
+            },
+        },
+        "/v1/webhook-endpoints/{id}/rotate-secret": {
+            "post": {
+                "summary": "Replace the signing secret; the old one keeps signing for a while",
+                "operationId": "rotateWebhookEndpointSecret",
+                "description": (
+                    "Deliveries carry both signatures until `previous_secret_expires_at` "
+                    "(`webhooks.secret_overlap` seconds, one day by default)."
+                ),
+                "parameters": [id_param],
+                "responses": {
+                    **with_secret("The endpoint with its new secret", "200"),
+                    **openapi.problem_responses(401, 404),
+                },
+            }
+        },
+        "/v1/webhook-endpoints/{id}/test": {
+            "post": {
+                "summary": "Send a signed `webhook.test` message to the endpoint now",
+                "operationId": "testWebhookEndpoint",
+                "parameters": [id_param],
+                "responses": {
+                    "200": {
+                        "description": "How the endpoint answered",
+                        "content": openapi.json_content(openapi.ref("WebhookTestResult")),
+                    },
+                    **openapi.problem_responses(401, 404),
+                },
+            }
+        },
+    }

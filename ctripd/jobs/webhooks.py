@@ -1,11 +1,17 @@
 """Webhook delivery from the `events` outbox: claim, sign, POST, log the attempt, settle.
 
+Each events row is one delivery to one endpoint: the `[webhooks] url` of the config (the default
+merchant's, `endpoint_id` NULL) or a merchant's webhook endpoint, signed with that endpoint's
+secret (and its previous one while a rotation overlaps). Endpoints of merchants are reached
+through the SSRF guard of `jobs.targets`; the operator's configured URL is not.
+
 Delivery is at-least-once. A claim is a lease (see `claim_events` in sql/webhooks.sql): it moves
 the event's `next_attempt_at` past the request timeout in the same statement that selects it
 (`FOR UPDATE SKIP LOCKED`), so no lock is held over the HTTP call, two workers never hold the same
 event, and the events of a worker that died come due again when the lease ends.
 
-Order per payment: an event is claimed only when no earlier event of its payment is `pending`
+Order per payment and endpoint: an event is claimed only when no earlier event of its payment to
+its endpoint is `pending`
 (queued, retrying or in flight). A `failed` event (retries exhausted) no longer holds back the
 later ones: the merchant sees it failed and can redeliver it, but the payment's newer events,
 which carry the newer payment state, are not stuck behind it for ever. A redelivered event is
@@ -38,7 +44,8 @@ import structlog
 
 from ctripd.config import Config
 from ctripd.db import queries
-from ctripd.jobs.signing import Signer
+from ctripd.jobs.signing import Signer, parse_secret
+from ctripd.jobs.targets import GuardedResolver, check_url
 from ctripd.retry_after import parse_retry_after
 
 Q = queries("webhooks")
@@ -57,6 +64,20 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
 
 
 @dataclass(frozen=True)
+class Target:
+    """Where a delivery goes and how it is signed; `guarded` for merchants' endpoints. The URL
+    may carry credentials: never in its repr."""
+
+    url: str = field(repr=False)
+    signer: Signer
+    guarded: bool
+
+    @property
+    def log_url(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True)
 class Claimed:
     id: str
     payment_id: str | None
@@ -64,6 +85,7 @@ class Claimed:
     lease: datetime
     retry: bool
     body: bytes
+    target: Target
 
 
 @dataclass(frozen=True)
@@ -129,7 +151,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class WebhookWorker:
-    """Delivers outbox events to `webhooks.url`. Tests drive `run_once()`; the daemon `start()`s
+    """Delivers outbox events to their endpoints. Tests drive `run_once()`; the daemon `start()`s
     a loop that runs the same claim and delivery code continuously."""
 
     def __init__(
@@ -137,8 +159,7 @@ class WebhookWorker:
     ) -> None:
         wh = config.webhooks
         self.pool = pool
-        self.url = wh.url
-        self.log_url = redact_url(wh.url) if wh.url else ""
+        self.allow_private = wh.allow_private_targets
         self.schedule = list(wh.retry_schedule)
         self.timeout = float(wh.timeout)
         self.concurrency = max(1, wh.concurrency)
@@ -146,8 +167,11 @@ class WebhookWorker:
         self.reserved = max(1, self.concurrency // 4) if self.concurrency > 1 else 0
         self.min_batch = max(1, self.concurrency // 4)
         self.poll_interval = poll_interval
-        self.signer = Signer.from_config(config) if wh.url else None
-        self._session: aiohttp.ClientSession | None = None
+        # The config's endpoint, the default merchant's: its events wait while it is unset.
+        self.configured = (
+            Target(wh.url, Signer.from_config(config), guarded=False) if wh.url else None
+        )
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._inflight: dict[asyncio.Task[None], bool] = {}
         self._signal = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -155,29 +179,27 @@ class WebhookWorker:
         self._ended: list[Ended] = []
         self._settler: asyncio.Task[None] | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.signer is not None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
-            self._session = aiohttp.ClientSession(
+    def _http(self, guarded: bool) -> aiohttp.ClientSession:
+        """One session for the configured URL, one whose resolver guards merchants' endpoints."""
+        if guarded not in self._sessions:
+            resolver = GuardedResolver(self.allow_private) if guarded else None
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency, limit_per_host=0, resolver=resolver
+            )
+            self._sessions[guarded] = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"user-agent": USER_AGENT},
             )
-        return self._session
+        return self._sessions[guarded]
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
     async def run_once(self) -> int:
         """Claim what is due (up to `concurrency`), deliver it concurrently; returns how many."""
-        if not self.enabled:
-            return 0
         claimed = await self._claim(self.concurrency, retries_in_flight=0)
         await asyncio.gather(*(self._deliver(event) for event in claimed))
         return len(claimed)
@@ -190,6 +212,7 @@ class WebhookWorker:
             min(free, retry_room),
             free,
             self.timeout + LEASE_MARGIN,
+            self.configured is not None,
         )
         return [
             Claimed(
@@ -199,33 +222,45 @@ class WebhookWorker:
                 lease=r["lease"],
                 retry=r["retry"],
                 body=r["body"].encode(),
+                target=self._target(r),
             )
             for r in rows
         ]
 
+    def _target(self, row: asyncpg.Record) -> Target:
+        if row["endpoint_id"] is None:
+            assert self.configured is not None  # the claim takes these only when it is set
+            return self.configured
+        return endpoint_target(row["url"], row["secret"], row["previous_secret"])
+
     async def _deliver(self, event: Claimed) -> None:
-        outcome = await self._post(event)
+        outcome = await self.post(event.target, event.id, event.body)
         try:
             await self._settle(event, outcome)
         except DB_ERRORS as exc:
             # The lease runs out and the event is sent again: at-least-once.
             log.error("webhook.settle_failed", event_id=event.id, error=_describe(exc))
 
-    async def _post(self, event: Claimed) -> Outcome:
-        assert self.signer is not None
+    async def post(self, target: Target, msg_id: str, body: bytes) -> Outcome:
+        """Sign and POST one message to `target`; never raises for the endpoint's faults."""
         attempted_at = datetime.now(UTC)
         headers = {
             "content-type": "application/json",
-            **self.signer.headers(event.id, int(attempted_at.timestamp()), event.body),
+            **target.signer.headers(msg_id, int(attempted_at.timestamp()), body),
         }
         started = time.monotonic()
 
         def elapsed() -> int:
             return round((time.monotonic() - started) * 1000)
 
+        if target.guarded:
+            try:
+                check_url(target.url, self.allow_private)
+            except ValueError as exc:
+                return Outcome(attempted_at, elapsed(), error=_text(f"endpoint URL {exc}"))
         try:
-            async with self._http().post(
-                self.url, data=event.body, headers=headers, allow_redirects=False
+            async with self._http(target.guarded).post(
+                target.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
                 body = await _read_prefix(resp, MAX_RESPONSE_BYTES)
                 return Outcome(
@@ -271,7 +306,7 @@ class WebhookWorker:
         elif outcome.ok:
             log.debug("webhook.delivered", **fields)
         elif delay is None:
-            log.error("webhook.failed", error=outcome.error, url=self.log_url, **fields)
+            log.error("webhook.failed", error=outcome.error, url=event.target.log_url, **fields)
         else:
             log.info("webhook.retry", error=outcome.error, retry_in=round(delay, 1), **fields)
 
@@ -284,7 +319,7 @@ class WebhookWorker:
                     Q["finish_attempts"],
                     [e.event.id for e in batch],
                     [e.outcome.attempted_at for e in batch],
-                    self.log_url,
+                    [e.event.target.log_url for e in batch],
                     [e.outcome.http_status for e in batch],
                     [e.outcome.latency_ms for e in batch],
                     [e.outcome.error for e in batch],
@@ -332,9 +367,8 @@ class WebhookWorker:
         """Keep up to `concurrency` deliveries in flight: claim when enough slots are free, when a
         delivery ends after the queue ran dry (it may free its payment's next event), or every
         `poll_interval` s."""
-        if not self.enabled:
-            return
-        log.info("webhooks.started", url=self.log_url, concurrency=self.concurrency)
+        url = self.configured.log_url if self.configured else None
+        log.info("webhooks.started", url=url, concurrency=self.concurrency)
         drained = True
         try:
             while not self._stopping.is_set():
@@ -376,3 +410,11 @@ async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         data += chunk
     return data
+
+
+def endpoint_target(url: str, secret: str, previous_secret: str | None) -> Target:
+    """A merchant's endpoint: signed with its secret, and its previous one during an overlap."""
+    keys = [parse_secret(secret)]
+    if previous_secret is not None:
+        keys.append(parse_secret(previous_secret))
+    return Target(url, Signer(keys), guarded=True)

@@ -38,8 +38,10 @@ async def record_event(
     transfer: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     payment: dict[str, Any] | None = None,
-) -> str:
-    """Insert an outbox row carrying the payment object as it is now, inside `conn`'s transaction.
+) -> list[str]:
+    """Insert the outbox rows carrying the payment object as it is now, inside `conn`'s
+    transaction: one delivery per endpoint the event goes to; returns their ids (the config
+    endpoint's first, for the default merchant).
 
     Call this after the state change, on the same connection, within the same transaction.
     `payment` is the object `load_payment` gave after that change, when the caller writes
@@ -66,8 +68,10 @@ async def record_event(
         "created_at": iso(now),
         "data": data,
     }
-    await conn.execute(Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now)
-    return event_id
+    rows = await conn.fetch(
+        Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now
+    )
+    return [r["id"] for r in rows]
 
 
 class NotRedeliverable(CtripdError):
@@ -81,6 +85,7 @@ def render_event(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[st
         "id": row["id"],
         "type": row["type"],
         "payment_id": row["payment_id"],
+        "endpoint_id": row["endpoint_id"],
         "status": row["status"],
         "created_at": iso(row["created_at"]),
         "next_attempt_at": iso(row["next_attempt_at"]) if pending and not row["held"] else None,

@@ -20,8 +20,8 @@ LIMIT 1;
 SELECT nextval('address_index_seq') AS index FROM generate_series(1, $1);
 
 -- name: insert_payment_with_event
--- One statement, so atomic without BEGIN/COMMIT: the payment and its payment.created event.
--- ON CONFLICT on the idempotency key inserts neither and returns no row.
+-- One statement, so atomic without BEGIN/COMMIT: the payment and its payment.created event (one
+-- row per delivery target). ON CONFLICT on the idempotency key inserts neither and returns no row.
 WITH p AS (
     INSERT INTO payments (
         id, merchant, chain, chain_id, asset, token_address, decimals, amount, address,
@@ -31,10 +31,13 @@ WITH p AS (
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $14, $15, $16, $17)
     ON CONFLICT (merchant, idempotency_key) DO NOTHING
     RETURNING id, merchant, created_at
+), e AS (
+    INSERT INTO events (id, payment_id, merchant, endpoint_id, type, payload, created_at)
+    SELECT t.id, p.id, p.merchant, t.endpoint_id, 'payment.created',
+           jsonb_set($19::text::jsonb, '{id}', to_jsonb(t.id)), p.created_at
+    FROM p CROSS JOIN LATERAL event_targets(p.merchant, 'payment.created', $18) t
 )
-INSERT INTO events (id, payment_id, merchant, type, payload, created_at)
-SELECT $18, p.id, p.merchant, 'payment.created', $19::text::jsonb, p.created_at FROM p
-RETURNING payment_id;
+SELECT id AS payment_id FROM p;
 
 -- name: payment_by_idempotency_key
 SELECT id, request_hash FROM payments WHERE merchant = $1 AND idempotency_key = $2;

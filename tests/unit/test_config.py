@@ -198,6 +198,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("webhooks.timeout", 0, BETWEEN_1_AND_A_YEAR),
     ("webhooks.concurrency", 0, "must be at least 1"),
     ("webhooks.retention_days", -1, "must be between 0 and 36500"),
+    ("webhooks.secret_overlap", -1, f"must be between 0 and {YEAR}"),
 ]
 
 # (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.

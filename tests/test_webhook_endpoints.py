@@ -1,0 +1,282 @@
+"""Merchants' webhook endpoints: two merchants on one instance, each with its own endpoint and
+secret, each receiving exactly its own events (checked with the `standardwebhooks` package);
+rotation overlap; event-type filters; per-endpoint retries and order; deletion; the test message;
+and the SSRF guard on endpoint URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+from test_events_api import key_for
+from test_scanner_support import cancel
+from test_webhooks import Received, Receiver, write_secret
+
+from ctripd.http.keys import WEBHOOKS
+from ctripd.jobs.targets import address_refused, check_url
+
+PAYMENT = {"chain": "anvil", "asset": "ETH", "amount": "1"}
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[dict[str, Receiver]]:
+    made = {name: Receiver() for name in ("default", "shop-a", "shop-b")}
+    for r in made.values():
+        await r.start()
+    yield made
+    for r in made.values():
+        await r.stop()
+
+
+@pytest.fixture
+async def shop(pool, write_config, make_client, receivers, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An instance whose `[webhooks] url` is the default merchant's receiver, and a key each for
+    the default merchant, shop-a and shop-b."""
+    default_secret = write_secret(tmp_path / "webhook-secret")
+    section = {
+        "url": receivers["default"].url,
+        "secret_file": str(tmp_path / "webhook-secret"),
+        "retry_schedule": [1, 1],
+    }
+    client = await make_client(write_config(toml={"webhooks": section}))
+    keys = {m: await key_for(pool, m) for m in ("default", "shop-a", "shop-b")}
+    return client, keys, default_secret
+
+
+async def add_endpoint(client: Any, key: dict[str, str], **body: Any) -> dict[str, Any]:
+    resp = await client.post("/v1/webhook-endpoints", json=body, headers=key)
+    assert resp.status == 201, await resp.text()
+    endpoint: dict[str, Any] = await resp.json()
+    return endpoint
+
+
+async def pay(client: Any, key: dict[str, str]) -> dict[str, Any]:
+    resp = await client.post("/v1/payments", json=PAYMENT, headers=key)
+    assert resp.status == 201, await resp.text()
+    payment: dict[str, Any] = await resp.json()
+    return payment
+
+
+async def deliver_all(client: Any, pool: asyncpg.Pool) -> None:
+    worker = client.server.app[WEBHOOKS]
+    while True:
+        await pool.execute("UPDATE events SET next_attempt_at = now() WHERE status = 'pending'")
+        if not await worker.run_once():
+            return
+
+
+def verified(secret: str, req: Received) -> dict[str, Any]:
+    result: dict[str, Any] = Webhook(secret).verify(req.body, req.headers)
+    return result
+
+
+async def test_each_merchant_receives_exactly_its_own_events(pool, shop, receivers) -> None:
+    client, keys, default_secret = shop
+    endpoints = {
+        m: await add_endpoint(client, keys[m], url=receivers[m].url, description=f"{m} orders")
+        for m in ("shop-a", "shop-b")
+    }
+    secrets = {m: e["secret"] for m, e in endpoints.items()} | {"default": default_secret}
+    assert all(s.startswith("whsec_") for s in secrets.values())
+    paid = {m: await pay(client, keys[m]) for m in ("default", "shop-a", "shop-b")}
+    for m in ("shop-a", "shop-b"):
+        resp = await cancel(client, paid[m]["id"], keys[m])
+        assert resp.status == 200
+
+    await deliver_all(client, pool)
+
+    for merchant, receiver in receivers.items():
+        expected = ["payment.created"] + (["payment.canceled"] if merchant != "default" else [])
+        got = [verified(secrets[merchant], r) for r in receiver.requests]
+        assert [e["type"] for e in got] == expected, merchant
+        assert {e["data"]["payment"]["id"] for e in got} == {paid[merchant]["id"]}
+        for other in set(secrets) - {merchant}:
+            for req in receiver.requests:
+                with pytest.raises(WebhookVerificationError):
+                    verified(secrets[other], req)
+    # Secrets are shown once: never in a listing or a read.
+    resp = await client.get("/v1/webhook-endpoints", headers=keys["shop-a"])
+    (listed,) = (await resp.json())["data"]
+    assert "secret" not in listed and listed["id"] == endpoints["shop-a"]["id"]
+    assert listed["description"] == "shop-a orders" and listed["event_types"] is None
+    # Each delivery is its own event row, naming its endpoint; the merchant sees its own only.
+    resp = await client.get("/v1/events", headers=keys["shop-b"])
+    rows = (await resp.json())["data"]
+    assert {r["endpoint_id"] for r in rows} == {endpoints["shop-b"]["id"]}
+    assert {r["status"] for r in rows} == {"delivered"} and len(rows) == 2
+    # Another merchant's endpoint is invisible to it.
+    eid = endpoints["shop-a"]["id"]
+    for method, path in (
+        ("GET", f"/v1/webhook-endpoints/{eid}"),
+        ("DELETE", f"/v1/webhook-endpoints/{eid}"),
+        ("POST", f"/v1/webhook-endpoints/{eid}/rotate-secret"),
+        ("POST", f"/v1/webhook-endpoints/{eid}/test"),
+    ):
+        resp = await client.request(method, path, headers=keys["shop-b"])
+        assert resp.status == 404, (method, path)
+
+
+async def test_one_event_fans_out_with_own_retries_and_order(pool, shop, receivers) -> None:
+    client, keys, _ = shop
+    failing = await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    await add_endpoint(client, keys["shop-a"], url=receivers["shop-b"].url)
+    only_cancel = await add_endpoint(
+        client, keys["shop-a"], url=receivers["default"].url, event_types=["payment.canceled"]
+    )
+    assert only_cancel["event_types"] == ["payment.canceled"]
+
+    async def refuse(_: Received) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    receivers["shop-a"].reply = refuse
+    payment = await pay(client, keys["shop-a"])
+    worker = client.server.app[WEBHOOKS]
+    assert await worker.run_once() == 2  # created, to the failing and to the working endpoint
+    resp = await cancel(client, payment["id"], keys["shop-a"])
+    assert resp.status == 200
+    await pool.execute("UPDATE events SET next_attempt_at = now() WHERE status = 'pending'")
+    # The failing endpoint's retry goes out; its `canceled` waits behind it, while the others
+    # get theirs at once.
+    assert await worker.run_once() == 3
+    types = {n: [r.payload["type"] for r in receivers[n].requests] for n in receivers}
+    assert types == {
+        "shop-a": ["payment.created", "payment.created"],
+        "shop-b": ["payment.created", "payment.canceled"],
+        "default": ["payment.canceled"],
+    }
+    rows = await pool.fetch(
+        "SELECT type, status, held FROM events WHERE endpoint_id = $1 ORDER BY seq", failing["id"]
+    )
+    assert [tuple(r) for r in rows] == [
+        ("payment.created", "pending", False),
+        ("payment.canceled", "pending", True),
+    ]
+    receivers["shop-a"].reply = None
+    await deliver_all(client, pool)
+    assert [r.payload["type"] for r in receivers["shop-a"].requests][-1] == "payment.canceled"
+    # Each delivery has its own id, and its payload carries it.
+    ids = [r.id for rs in receivers.values() for r in rs.requests]
+    assert all(r.payload["id"] == r.id for rs in receivers.values() for r in rs.requests)
+    assert len(set(ids)) == len(ids) - 2  # only the failing endpoint's retries repeat an id
+
+
+async def test_rotation_overlap_then_only_the_new_secret(pool, shop, receivers) -> None:
+    client, keys, _ = shop
+    receiver = receivers["shop-a"]
+    endpoint = await add_endpoint(client, keys["shop-a"], url=receiver.url)
+    old = endpoint["secret"]
+    resp = await client.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=keys["shop-a"]
+    )
+    assert resp.status == 200
+    rotated = await resp.json()
+    new = rotated["secret"]
+    assert new != old and rotated["previous_secret_expires_at"] is not None
+
+    await pay(client, keys["shop-a"])
+    await deliver_all(client, pool)
+    (during,) = receiver.requests
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert verified(old, during)["id"] == verified(new, during)["id"] == during.id
+
+    # The overlap ends (time moved in the database): only the new secret signs.
+    await pool.execute("UPDATE webhook_endpoints SET previous_secret_until = now()")
+    await pay(client, keys["shop-a"])
+    await deliver_all(client, pool)
+    after = receiver.requests[1]
+    assert verified(new, after)["id"] == after.id
+    with pytest.raises(WebhookVerificationError):
+        verified(old, after)
+    resp = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-a"])
+    assert (await resp.json())["previous_secret_expires_at"] is None
+
+
+async def test_test_message_and_delete(pool, shop, receivers) -> None:
+    client, keys, _ = shop
+    receiver = receivers["shop-b"]
+    endpoint = await add_endpoint(client, keys["shop-b"], url=receiver.url)
+    resp = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/test", headers=keys["shop-b"])
+    assert resp.status == 200
+    result = await resp.json()
+    assert result["delivered"] is True and result["http_status"] == 200
+    (req,) = receiver.requests
+    message = verified(endpoint["secret"], req)
+    assert message["type"] == "webhook.test" and message["merchant"] == "shop-b"
+    assert req.id == result["id"]
+    assert await pool.fetchval("SELECT count(*) FROM events") == 0, "a test is recorded nowhere"
+
+    await pay(client, keys["shop-b"])  # its delivery is pending when the endpoint goes
+    resp = await client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
+    assert resp.status == 204
+    row = await pool.fetchrow("SELECT status, last_error FROM events")
+    assert tuple(row) == ("failed", "endpoint deleted")
+    (event_id,) = [r["id"] for r in await pool.fetch("SELECT id FROM events")]
+    resp = await client.post(f"/v1/events/{event_id}/redeliver", headers=keys["shop-b"])
+    assert resp.status == 409
+    await pay(client, keys["shop-b"])
+    await deliver_all(client, pool)
+    assert len(receiver.requests) == 1, "nothing more goes to a deleted endpoint"
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+    resp = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
+    assert resp.status == 404
+    resp = await client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
+    assert resp.status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"url": "https://10.1.2.3/hook"}, "private address 10.1.2.3"),
+        ({"url": "https://169.254.169.254/latest"}, "private address 169.254.169.254"),
+        ({"url": "https://[::ffff:192.168.0.1]/"}, "private address"),
+        ({"url": "http://example.com/hook"}, "must use https"),
+        ({"url": "ftp://example.com/"}, "https:// URL"),
+        ({"url": "https://example.com/", "event_types": ["payment.nope"]}, "unknown event type"),
+        ({"url": "https://example.com/", "event_types": []}, "non-empty list"),
+        ({"url": "https://example.com/", "secret": "whsec_x"}, "unknown field"),
+        ({}, "url: is required"),
+    ],
+)
+async def test_endpoint_urls_and_fields_refused(shop, body, detail) -> None:
+    client, keys, _ = shop
+    resp = await client.post("/v1/webhook-endpoints", json=body, headers=keys["shop-a"])
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    assert detail in (await resp.json())["detail"]
+
+
+async def test_private_targets_allowed_by_config(pool, write_config, make_client) -> None:
+    config = write_config(toml={"webhooks": {"allow_private_targets": True}})
+    client = await make_client(config)
+    key = await key_for(pool, "default")
+    for url in ("http://10.1.2.3/hook", "http://build-box.internal/hook"):
+        endpoint = await add_endpoint(client, key, url=url)
+        assert endpoint["url"] == url
+
+
+def test_target_rules() -> None:
+    assert not address_refused("127.0.0.1", allow_private=False), "loopback stays allowed"
+    assert not address_refused("::1", allow_private=False)
+    for private in (
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "fd00::1",
+        "fe80::1",
+        "0.0.0.0",
+        "::ffff:10.0.0.1",
+    ):
+        assert address_refused(private, allow_private=False), private
+        assert not address_refused(private, allow_private=True), private
+    assert not address_refused("8.8.8.8", allow_private=False)
+    assert check_url("http://localhost:8080/hook", False)
+    with pytest.raises(ValueError, match="at most 2048"):
+        check_url("https://example.com/" + "a" * 2048, False)
