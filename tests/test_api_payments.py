@@ -65,6 +65,7 @@ async def test_create_native_payment(write_config, make_client, pool) -> None:  
     assert row["amount"] == units and row["merchant"] == "default"
     assert payment | {"id": None, "address": None, "created_at": None, "expires_at": None} == {
         "id": None,
+        "merchant": "default",
         "chain": "anvil",
         "chain_id": 31337,
         "asset": "ETH",

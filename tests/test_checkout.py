@@ -72,6 +72,9 @@ class Shop:
 async def open_shop(pool: asyncpg.Pool, config: Any, make_client: Any) -> Shop:
     client = await make_client(config)
     async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", MERCHANT
+        )
         key, _ = await create_key(conn, "checkout-test", MERCHANT)  # type: ignore[arg-type]
     return Shop(client, {"Authorization": f"Bearer {key}"}, pool)
 

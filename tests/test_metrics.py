@@ -58,6 +58,11 @@ async def test_series_come_from_the_database_and_this_process(  # type: ignore[n
     pool, write_config, make_client, anvil
 ) -> None:
     shop = await open_shop(pool, write_config(), make_client)
+    # The shop's events are deliveries to its endpoint (never reached here).
+    resp = await shop.client.post(
+        "/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=shop.key
+    )
+    assert resp.status == 201
     await shop.watcher.run_once()
     kept = await shop.create()
     canceled = await shop.create()
@@ -165,6 +170,13 @@ async def test_private_metrics_need_a_live_api_key(pool, write_config, make_clie
         assert "ctripd_" not in await resp.text()
     s = await scrape(client, {"Authorization": f"Bearer {key}"})
     assert value(s, "ctripd_database_up") == 1
+    # The figures span every merchant: another merchant's key may not read them.
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('shop-b', 'shop-b')")
+        other, _ = await create_key(conn, "shop-b", "shop-b")  # type: ignore[arg-type]
+    resp = await client.get("/metrics", headers={"Authorization": f"Bearer {other}"})
+    assert resp.status == 403 and "default" in (await resp.json())["detail"]
+    assert "ctripd_" not in await resp.text()
     async with pool.acquire() as conn:
         await revoke_key(conn, row["id"])  # type: ignore[arg-type]
     resp = await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})

@@ -85,6 +85,7 @@ async def test_each_merchant_receives_exactly_its_own_events(pool, shop, receive
     secrets = {m: e["secret"] for m, e in endpoints.items()} | {"default": default_secret}
     assert all(s.startswith("whsec_") for s in secrets.values())
     paid = {m: await pay(client, keys[m]) for m in ("default", "shop-a", "shop-b")}
+    assert {m: p["merchant"] for m, p in paid.items()} == {m: m for m in paid}
     for m in ("shop-a", "shop-b"):
         resp = await cancel(client, paid[m]["id"], keys[m])
         assert resp.status == 200
@@ -96,6 +97,9 @@ async def test_each_merchant_receives_exactly_its_own_events(pool, shop, receive
         got = [verified(secrets[merchant], r) for r in receiver.requests]
         assert [e["type"] for e in got] == expected, merchant
         assert {e["data"]["payment"]["id"] for e in got} == {paid[merchant]["id"]}
+        # Payloads and the payment object name the merchant.
+        assert {e["merchant"] for e in got} == {merchant}
+        assert {e["data"]["payment"]["merchant"] for e in got} == {merchant}
         for other in set(secrets) - {merchant}:
             for req in receiver.requests:
                 with pytest.raises(WebhookVerificationError):

@@ -12,6 +12,7 @@ from ctripd.cli.common import CliError, print_json, print_table, run_on_database
 from ctripd.config import Config
 from ctripd.formats import iso
 from ctripd.http.auth import create_key, list_keys, revoke_key
+from ctripd.ledger.merchants import DEFAULT
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -73,7 +74,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ksub = parser.add_subparsers(dest="api_key_command", required=True)
     create = ksub.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--merchant", default="default", help="owner of its payments")
+    create.add_argument("--merchant", default=DEFAULT, help="owner of its payments")
     create.set_defaults(func=cmd_create)
     listing = ksub.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("--json", action="store_true", help="JSON output")

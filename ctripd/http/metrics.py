@@ -40,6 +40,7 @@ from ctripd.http.auth import authenticate
 from ctripd.http.keys import CONFIG, POOL, RPC, WATCHERS
 from ctripd.http.problems import Handler, Problem
 from ctripd.ledger.chains import lag, stalled
+from ctripd.ledger.merchants import DEFAULT as DEFAULT_MERCHANT
 from ctripd.ledger.objects import STATUSES as PAYMENT_STATUSES
 
 Q = queries("metrics")
@@ -291,6 +292,8 @@ class GatewayCollector(Collector):
 
 
 async def _check_key(request: web.Request) -> None:
+    """A key of the default merchant, the operator's: the figures span every merchant, so
+    another merchant's key would see the others' volumes."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     key = None
     if scheme.lower() == "bearer":
@@ -300,6 +303,10 @@ async def _check_key(request: web.Request) -> None:
             401,
             "/metrics needs Authorization: Bearer <API key> (server.metrics_public is false)",
             headers={"WWW-Authenticate": 'Bearer realm="ctripd", error="invalid_token"'},
+        )
+    if key.merchant != DEFAULT_MERCHANT:
+        raise Problem(
+            403, f"/metrics needs a key of the {DEFAULT_MERCHANT!r} merchant (the operator's)"
         )
 
 

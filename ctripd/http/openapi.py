@@ -25,6 +25,7 @@ Doc = dict[str, Any]
 _STATUS_TEXT = {
     400: "Malformed request (bad JSON, query parameter or cursor)",
     401: "Missing, malformed, unknown or revoked API key",
+    403: "The API key may not do this (`detail` says why)",
     404: "Not found (or owned by another merchant)",
     405: "Method not allowed",
     409: "Conflict with the current state",

@@ -302,7 +302,6 @@ async def create_payment(request: web.Request) -> web.Response:
         )
     existing = await load_payment(pool, payment_id)
     assert existing is not None
-    existing.pop("merchant")
     return json_response(
         existing, 200, {"Idempotent-Replayed": "true", "Location": f"/v1/payments/{payment_id}"}
     )
@@ -313,7 +312,7 @@ async def get_payment(request: web.Request) -> web.Response:
     if not PAYMENT_ID.fullmatch(payment_id):
         raise _not_found(payment_id)
     payment = await load_payment(request.app[API_POOL], payment_id)
-    if payment is None or payment.pop("merchant") != request[MERCHANT]:
+    if payment is None or payment["merchant"] != request[MERCHANT]:
         raise _not_found(payment_id)
     return json_response(payment)
 
@@ -381,7 +380,6 @@ async def cancel_payment(request: web.Request) -> web.Response:
         )
     payment = await load_payment(pool, payment_id)
     assert payment is not None
-    payment.pop("merchant")
     return json_response(payment)
 
 

@@ -31,6 +31,7 @@ TYPES: dict[str, str] = {
     "bad-request": "Malformed request",
     "validation-error": "Invalid request field",
     "unauthorized": "Missing or invalid API key",
+    "forbidden": "The API key may not do this",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "conflict": "Conflict",
@@ -44,6 +45,7 @@ TYPES: dict[str, str] = {
 _SLUG_OF_STATUS = {
     400: "bad-request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",

@@ -38,7 +38,7 @@ def metrics_docs(public: bool) -> tuple[Doc, Doc]:
             "description": "Prometheus text format (OpenMetrics if the Accept header asks)",
             "content": {"text/plain": {"schema": {"type": "string"}}},
         },
-        **({} if public else openapi.problem_responses(401)),
+        **({} if public else openapi.problem_responses(401, 403)),
     }
     operation = {
         "summary": "Prometheus metrics",
@@ -268,6 +268,7 @@ def _payment_schemas(config: Config) -> Doc:
             "type": "object",
             "required": [
                 "id",
+                "merchant",
                 "chain",
                 "chain_id",
                 "asset",
@@ -298,6 +299,10 @@ def _payment_schemas(config: Config) -> Doc:
             ],
             "properties": {
                 "id": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
+                "merchant": {
+                    "type": "string",
+                    "description": "The merchant whose API key created it.",
+                },
                 "chain": {"type": "string"},
                 "chain_id": {"type": "integer"},
                 "asset": {"type": "string"},
@@ -512,6 +517,10 @@ def _event_schemas() -> Doc:
                 "id": {"type": "string", "description": "`evt_…`; the `webhook-id` header."},
                 "type": {"type": "string", "enum": list(EVENT_TYPES)},
                 "created_at": time,
+                "merchant": {
+                    "type": "string",
+                    "description": "The payment's merchant, the one whose endpoint receives it.",
+                },
                 "data": {
                     "type": "object",
                     "required": ["payment"],

@@ -53,8 +53,7 @@ async def record_event(
         payment = await load_payment(conn, payment_id)
         if payment is None:
             raise ValueError(f"no payment {payment_id}")
-    payment = dict(payment)
-    merchant = payment.pop("merchant")
+    merchant = payment["merchant"]
     event_id = new_event_id()
     now = datetime.now(UTC)
     data: dict[str, Any] = {"payment": payment}
@@ -66,6 +65,7 @@ async def record_event(
         "id": event_id,
         "type": event_type,
         "created_at": iso(now),
+        "merchant": merchant,
         "data": data,
     }
     rows = await conn.fetch(

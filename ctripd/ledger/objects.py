@@ -154,6 +154,7 @@ def render_payment(
 
     return {
         "id": payment["id"],
+        "merchant": payment["merchant"],
         "chain": payment["chain"],
         "chain_id": payment["chain_id"],
         "asset": payment["asset"],
@@ -197,7 +198,6 @@ async def load_payment(conn: Conn | asyncpg.Pool, payment_id: str) -> dict[str, 
     if row is None:
         return None
     (rendered,) = await render_rows(conn, [row])
-    rendered["merchant"] = row["merchant"]
     return rendered
 
 
@@ -227,7 +227,7 @@ async def load_payments(conn: Conn | asyncpg.Pool, ids: list[str]) -> dict[str, 
         return {}
     rows = await conn.fetch(Q["payments_by_ids"], ids)
     rendered = await render_rows(conn, rows)
-    return {r["id"]: {**p, "merchant": r["merchant"]} for r, p in zip(rows, rendered, strict=True)}
+    return {r["id"]: p for r, p in zip(rows, rendered, strict=True)}
 
 
 async def transfers_page(

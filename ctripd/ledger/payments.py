@@ -72,6 +72,7 @@ async def insert_payment(
     now = datetime.now(UTC)
     row: dict[str, Any] = {
         "id": new_payment_id(),
+        "merchant": new.merchant,
         "chain": new.chain,
         "chain_id": new.chain_id,
         "asset": new.asset,
@@ -98,6 +99,7 @@ async def insert_payment(
         "id": event_id,
         "type": "payment.created",
         "created_at": payment["created_at"],
+        "merchant": new.merchant,
         "data": {"payment": payment},
     }
     inserted = await conn.fetchval(
@@ -199,8 +201,6 @@ async def list_all_payments(
     order_id: str | None = None,
     limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """The operator's listing: payment objects of every merchant (or one), newest first, each
-    with its `merchant`."""
+    """The operator's listing: payment objects of every merchant (or one), newest first."""
     rows = await pool.fetch(Q["list_all_payments"], merchant, status, chain, order_id, limit)
-    rendered = await render_rows(pool, rows)
-    return [{**p, "merchant": r["merchant"]} for r, p in zip(rows, rendered, strict=True)]
+    return await render_rows(pool, rows)
