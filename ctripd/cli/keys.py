@@ -12,12 +12,13 @@ from ctripd.cli.common import CliError, print_json, print_table, run_on_database
 from ctripd.config import Config
 from ctripd.formats import iso
 from ctripd.http.auth import create_key, list_keys, revoke_key
+from ctripd.http.scopes import SCOPES
 from ctripd.ledger.merchants import DEFAULT
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     async def work(config: Config, pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
-        return await create_key(pool, args.name, args.merchant)
+        return await create_key(pool, args.name, args.merchant, args.scope or SCOPES)
 
     try:
         key, row = run_on_database(args, work)
@@ -25,8 +26,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(key)
     print(
-        f"API key {row['id']} ({row['name']!r}, merchant {row['merchant']!r}) created; "
-        "it is shown only this once.",
+        f"API key {row['id']} ({row['name']!r}, merchant {row['merchant']!r}, scopes "
+        f"{' '.join(row['scopes'])}) created; it is shown only this once.",
         file=sys.stderr,
     )
     return 0
@@ -44,12 +45,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(
-        ("ID", "NAME", "MERCHANT", "PREFIX", "CREATED", "REVOKED"),
+        ("ID", "NAME", "MERCHANT", "SCOPES", "PREFIX", "CREATED", "REVOKED"),
         [
             (
                 r["id"],
                 r["name"],
                 r["merchant"],
+                "all" if list(r["scopes"]) == list(SCOPES) else ",".join(r["scopes"]),
                 r["prefix"] + "…",
                 r["created_at"] or "",
                 r["revoked_at"] or "-",
@@ -75,6 +77,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     create = ksub.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument("--name", required=True, help="what the key is for")
     create.add_argument("--merchant", default=DEFAULT, help="owner of its payments")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help="what the key may do; repeat for several (default: every scope)",
+    )
     create.set_defaults(func=cmd_create)
     listing = ksub.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("--json", action="store_true", help="JSON output")

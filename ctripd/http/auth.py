@@ -1,5 +1,5 @@
 """API keys and the `/v1/` auth middleware. Keys are `ctk_<random>` bearer tokens, stored only
-as SHA-256, each owned by a merchant.
+as SHA-256, each owned by a merchant and limited to its scopes (`http.scopes`).
 
 The key is shown once at creation; the database keeps its hash and a short prefix for listings.
 A key is looked up by its hash (an index lookup that reveals nothing about near misses) and the
@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from ctripd.errors import CtripdError, NotFoundError
 from ctripd.formats import iso
 from ctripd.http.keys import API_POOL, MERCHANT
 from ctripd.http.problems import Handler, Problem
+from ctripd.http.scopes import SCOPES, check_scopes, required_scope
 from ctripd.ledger.merchants import check_merchant_id
 
 Q = queries("apikeys")
@@ -37,6 +39,7 @@ SHOWN_PREFIX_LEN = len(KEY_PREFIX) + 8
 class ApiKey:
     id: int
     merchant: str
+    scopes: frozenset[str]
 
 
 def generate_key() -> str:
@@ -53,10 +56,11 @@ def well_formed(key: str) -> bool:
 
 
 async def create_key(
-    conn: Conn | asyncpg.Pool, name: str, merchant: str
+    conn: Conn | asyncpg.Pool, name: str, merchant: str, scopes: Sequence[str] = SCOPES
 ) -> tuple[str, dict[str, Any]]:
     """Store a new key's hash; returns the key (to show once) and its listing row. The merchant
-    must exist (`ctripd merchants create`)."""
+    must exist (`ctripd merchants create`); the key may do what its `scopes` allow (all of them
+    by default)."""
     if not name.strip() or len(name) > 100:
         raise ValueError("name must be 1-100 characters")
     key = generate_key()
@@ -67,6 +71,7 @@ async def create_key(
             check_merchant_id(merchant),
             key[:SHOWN_PREFIX_LEN],
             hash_key(key),
+            check_scopes(list(scopes)),
         )
     except asyncpg.ForeignKeyViolationError:
         raise NotFoundError(
@@ -85,7 +90,7 @@ async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> ApiKey | None:
     row = await conn.fetchrow(Q["key_by_hash"], digest)
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
         return None
-    return ApiKey(row["id"], row["merchant"])
+    return ApiKey(row["id"], row["merchant"], frozenset(row["scopes"]))
 
 
 async def list_keys(conn: Conn | asyncpg.Pool) -> list[dict[str, Any]]:
@@ -110,7 +115,8 @@ def _unauthorized(detail: str) -> Problem:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Paths under /v1/ need `Authorization: Bearer <live key>`; binds the key's merchant."""
+    """Paths under /v1/ need `Authorization: Bearer <live key>` holding the route's scope; binds
+    the key's merchant."""
     if request.path.startswith("/v1/"):
         header = request.headers.get("Authorization")
         if not header:
@@ -122,5 +128,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         key = await authenticate(request.app[API_POOL], token)
         if key is None:
             raise _unauthorized("unknown or revoked API key")
+        scope = required_scope(request)
+        if scope is not None and scope not in key.scopes:
+            raise Problem(403, f"this API key lacks the scope {scope}", scope=scope)
         request[MERCHANT] = key.merchant
     return await handler(request)

@@ -19,6 +19,7 @@ from aiohttp import web
 from ctripd.http.keys import OPENAPI
 from ctripd.http.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from ctripd.http.problems import TYPE_PREFIX, TYPES
+from ctripd.http.scopes import ROUTE_SCOPES
 
 Doc = dict[str, Any]
 
@@ -141,6 +142,10 @@ def base_document() -> Doc:
                             "type": "string",
                             "description": "The offending request field, for validation errors.",
                         },
+                        "scope": {
+                            "type": "string",
+                            "description": "The scope the API key lacks, on a 403.",
+                        },
                     },
                 }
             },
@@ -158,11 +163,27 @@ def document(app: web.Application, paths: Doc, schemas: Doc | None = None) -> No
         for method, operation in operations.items():
             if method in target:
                 raise ValueError(f"OpenAPI: {method.upper()} {path} documented twice")
-            target[method] = operation
+            target[method] = _with_scope(method, path, operation)
     for name, schema in (schemas or {}).items():
         if name in doc["components"]["schemas"]:
             raise ValueError(f"OpenAPI: schema {name} defined twice")
         doc["components"]["schemas"][name] = schema
+
+
+def _with_scope(method: str, path: str, operation: Doc) -> Doc:
+    """The operation with the API-key scope it needs (`x-scope`, its description, and the 403
+    of a key without it)."""
+    scope = ROUTE_SCOPES.get((method.upper(), path))
+    if scope is None:
+        return operation
+    note = f"Needs an API key with the scope `{scope}`."
+    description = operation.get("description")
+    return {
+        **operation,
+        "description": f"{description}\n\n{note}" if description else note,
+        "x-scope": scope,
+        "responses": {**operation["responses"], **problem_responses(403)},
+    }
 
 
 async def openapi_json(request: web.Request) -> web.Response:
