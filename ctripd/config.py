@@ -110,6 +110,10 @@ class ServerConfig:
     metrics_public: bool = True
     # /readyz fails when a chain's scanner is more blocks than this behind the head.
     max_lag_blocks: int = field(default=100, metadata=_bounded(1))
+    # Requests per window each API key may make (a token bucket per key and process); 0: no
+    # limit. A key's own limit (`api-key create --rate-limit`) overrides it.
+    rate_limit: int = field(default=0, metadata=_bounded(0, INT_MAX))
+    rate_limit_window: int = field(default=60, metadata=_SECONDS)
 
 
 @dataclass(frozen=True)

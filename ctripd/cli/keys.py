@@ -18,7 +18,9 @@ from ctripd.ledger.merchants import DEFAULT
 
 def cmd_create(args: argparse.Namespace) -> int:
     async def work(config: Config, pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
-        return await create_key(pool, args.name, args.merchant, args.scope or SCOPES)
+        return await create_key(
+            pool, args.name, args.merchant, args.scope or SCOPES, args.rate_limit
+        )
 
     try:
         key, row = run_on_database(args, work)
@@ -45,13 +47,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(
-        ("ID", "NAME", "MERCHANT", "SCOPES", "PREFIX", "CREATED", "REVOKED"),
+        ("ID", "NAME", "MERCHANT", "SCOPES", "RATE LIMIT", "PREFIX", "CREATED", "REVOKED"),
         [
             (
                 r["id"],
                 r["name"],
                 r["merchant"],
                 "all" if list(r["scopes"]) == list(SCOPES) else ",".join(r["scopes"]),
+                "default" if r["rate_limit"] is None else r["rate_limit"],
                 r["prefix"] + "…",
                 r["created_at"] or "",
                 r["revoked_at"] or "-",
@@ -82,6 +85,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="append",
         choices=SCOPES,
         help="what the key may do; repeat for several (default: every scope)",
+    )
+    create.add_argument(
+        "--rate-limit",
+        type=int,
+        metavar="N",
+        help="requests per server.rate_limit_window (default: server.rate_limit; 0: none)",
     )
     create.set_defaults(func=cmd_create)
     listing = ksub.add_parser("list", help="list keys (prefixes only)")

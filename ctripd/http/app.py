@@ -40,6 +40,7 @@ from ctripd.http.keys import (
     CONFIG,
     HTTP,
     POOL,
+    RATE_LIMITS,
     RPC,
     SWEEPERS,
     TASKS,
@@ -49,6 +50,7 @@ from ctripd.http.keys import (
     ApiState,
 )
 from ctripd.http.problems import problem_middleware
+from ctripd.http.ratelimit import RateLimits
 from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.jobs.sweeper import make_sweepers
 from ctripd.jobs.tasks import TaskSet
@@ -80,6 +82,7 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     app[TASKS] = TaskSet()
     app[WALLET] = wallet.from_config(config)
     app[API_STATE] = ApiState(indexes=IndexPool())
+    app[RATE_LIMITS] = RateLimits()
     # First in, last out: systemd's watchdog and the database supervision outlast the drain.
     if options.background:
         app.cleanup_ctx.append(_watchdog_ctx)

@@ -19,10 +19,11 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from ctripd.config import INT_MAX
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError, NotFoundError
 from ctripd.formats import iso
-from ctripd.http.keys import API_POOL, MERCHANT
+from ctripd.http.keys import API_POOL, CONFIG, MERCHANT, RATE_LIMITS
 from ctripd.http.problems import Handler, Problem
 from ctripd.http.scopes import SCOPES, check_scopes, required_scope
 from ctripd.ledger.merchants import check_merchant_id
@@ -40,6 +41,8 @@ class ApiKey:
     id: int
     merchant: str
     scopes: frozenset[str]
+    # Requests per rate-limit window; None: the configured default.
+    rate_limit: int | None
 
 
 def generate_key() -> str:
@@ -56,13 +59,19 @@ def well_formed(key: str) -> bool:
 
 
 async def create_key(
-    conn: Conn | asyncpg.Pool, name: str, merchant: str, scopes: Sequence[str] = SCOPES
+    conn: Conn | asyncpg.Pool,
+    name: str,
+    merchant: str,
+    scopes: Sequence[str] = SCOPES,
+    rate_limit: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Store a new key's hash; returns the key (to show once) and its listing row. The merchant
     must exist (`ctripd merchants create`); the key may do what its `scopes` allow (all of them
-    by default)."""
+    by default), `rate_limit` requests per window (None: `server.rate_limit`; 0: no limit)."""
     if not name.strip() or len(name) > 100:
         raise ValueError("name must be 1-100 characters")
+    if rate_limit is not None and not 0 <= rate_limit <= INT_MAX:
+        raise ValueError(f"rate limit must be between 0 and {INT_MAX}")
     key = generate_key()
     try:
         row = await conn.fetchrow(
@@ -72,6 +81,7 @@ async def create_key(
             key[:SHOWN_PREFIX_LEN],
             hash_key(key),
             check_scopes(list(scopes)),
+            rate_limit,
         )
     except asyncpg.ForeignKeyViolationError:
         raise NotFoundError(
@@ -90,7 +100,7 @@ async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> ApiKey | None:
     row = await conn.fetchrow(Q["key_by_hash"], digest)
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
         return None
-    return ApiKey(row["id"], row["merchant"], frozenset(row["scopes"]))
+    return ApiKey(row["id"], row["merchant"], frozenset(row["scopes"]), row["rate_limit"])
 
 
 async def list_keys(conn: Conn | asyncpg.Pool) -> list[dict[str, Any]]:
@@ -115,8 +125,8 @@ def _unauthorized(detail: str) -> Problem:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Paths under /v1/ need `Authorization: Bearer <live key>` holding the route's scope; binds
-    the key's merchant."""
+    """Paths under /v1/ need `Authorization: Bearer <live key>` holding the route's scope and
+    within its rate limit; binds the key's merchant."""
     if request.path.startswith("/v1/"):
         header = request.headers.get("Authorization")
         if not header:
@@ -132,4 +142,30 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if scope is not None and scope not in key.scopes:
             raise Problem(403, f"this API key lacks the scope {scope}", scope=scope)
         request[MERCHANT] = key.merchant
+        return await _within_rate_limit(request, key, handler)
     return await handler(request)
+
+
+async def _within_rate_limit(
+    request: web.Request, key: ApiKey, handler: Handler
+) -> web.StreamResponse:
+    """Spend one request of the key's bucket; every answer carries the RateLimit fields."""
+    server = request.app[CONFIG].server
+    quota = server.rate_limit if key.rate_limit is None else key.rate_limit
+    if quota == 0:
+        return await handler(request)
+    verdict = request.app[RATE_LIMITS].take(key.id, quota, server.rate_limit_window)
+    if not verdict.allowed:
+        raise Problem(
+            429,
+            f"this API key's rate limit of {quota} requests per {server.rate_limit_window} s "
+            f"is spent; retry after {verdict.headers['Retry-After']} s",
+            headers=verdict.headers,
+        )
+    try:
+        response = await handler(request)
+    except Problem as exc:
+        exc.headers.update(verdict.headers)
+        raise
+    response.headers.update(verdict.headers)
+    return response

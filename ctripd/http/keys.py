@@ -13,6 +13,7 @@ from aiohttp import web
 from ctripd.chain.rpc import RpcClient
 from ctripd.chain.wallet import Wallet
 from ctripd.config import Config
+from ctripd.http.ratelimit import RateLimits
 from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.jobs.sweeper import Sweeper
 from ctripd.jobs.tasks import TaskSet
@@ -45,6 +46,8 @@ TASKS = web.AppKey("tasks", TaskSet)
 WALLET = web.AppKey("wallet", Wallet)
 WEBHOOKS = web.AppKey("webhooks", WebhookWorker)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Token buckets of the API keys (per process).
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 
 # The merchant of the request's API key, bound by the auth middleware.
 MERCHANT = web.RequestKey("merchant", str)

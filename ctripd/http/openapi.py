@@ -33,6 +33,7 @@ _STATUS_TEXT = {
     413: "Request body larger than `server.max_body_bytes`",
     415: "Content-Type is not application/json",
     422: "A request field is invalid; `field` names it",
+    429: "The API key's rate limit is spent; `Retry-After` says when to retry",
     503: "The database is unavailable; retry later",
 }
 
@@ -172,7 +173,7 @@ def document(app: web.Application, paths: Doc, schemas: Doc | None = None) -> No
 
 def _with_scope(method: str, path: str, operation: Doc) -> Doc:
     """The operation with the API-key scope it needs (`x-scope`, its description, and the 403
-    of a key without it)."""
+    of a key without it), and the 429 of a key over its rate limit."""
     scope = ROUTE_SCOPES.get((method.upper(), path))
     if scope is None:
         return operation
@@ -182,7 +183,7 @@ def _with_scope(method: str, path: str, operation: Doc) -> Doc:
         **operation,
         "description": f"{description}\n\n{note}" if description else note,
         "x-scope": scope,
-        "responses": {**operation["responses"], **problem_responses(403)},
+        "responses": {**operation["responses"], **problem_responses(403, 429)},
     }
 
 

@@ -37,6 +37,7 @@ TYPES: dict[str, str] = {
     "conflict": "Conflict",
     "idempotency-conflict": "Idempotency-Key reused with a different request",
     "payload-too-large": "Request body too large",
+    "too-many-requests": "Rate limit exceeded",
     "unsupported-media-type": "Unsupported media type",
     "service-unavailable": "Service unavailable",
     "internal-error": "Internal server error",
@@ -52,6 +53,7 @@ _SLUG_OF_STATUS = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     422: "validation-error",
+    429: "too-many-requests",
     503: "service-unavailable",
 }
 

@@ -181,6 +181,8 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("server.port", 65536, "must be between 1 and 65535"),
     ("server.max_body_bytes", 0, "must be at least 1"),
     ("server.max_lag_blocks", 0, "must be at least 1"),
+    ("server.rate_limit", -1, f"must be between 0 and {2**31 - 1}"),
+    ("server.rate_limit_window", 0, BETWEEN_1_AND_A_YEAR),
     ("database.pool_min", -1, "must not be negative"),
     ("database.pool_max", 0, "must be at least 1"),
     ("database.acquire_timeout", 0, f"must be positive and at most {365 * 86400}"),
