@@ -1,4 +1,4 @@
-"""`ctripd merchants create|list|show|disable`."""
+"""`ctripd merchants create|list|show|disable|set-treasury|unset-treasury`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import argparse
 from typing import Any
 
 import asyncpg
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
-from ctripd.cli.common import CliError, print_json, print_table, run_on_database
+from ctripd.chain.wallet import from_config
+from ctripd.cli.common import (
+    CliError,
+    clean,
+    configured_chain,
+    print_json,
+    print_table,
+    run_on_database,
+)
 from ctripd.config import Config
 from ctripd.formats import iso
 from ctripd.ledger.merchants import (
@@ -15,6 +24,8 @@ from ctripd.ledger.merchants import (
     disable_merchant,
     get_merchant,
     list_merchants,
+    set_treasury,
+    unset_treasury,
 )
 
 
@@ -25,6 +36,8 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "disabled_at": iso(row["disabled_at"]),
         "keys": row["keys"],
+        # Chains not named sweep this merchant's payments to their own treasury.
+        "treasuries": row.get("treasuries", {}),
     }
 
 
@@ -62,11 +75,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def work(config: Config, pool: asyncpg.Pool) -> dict[str, Any]:
         return await get_merchant(pool, args.id)
 
-    row = _shown(run_on_database(args, work))
-    if args.json:
-        print_json(row)
-    else:
-        _print([row], False)
+    _print_one(_shown(run_on_database(args, work)), args.json)
     return 0
 
 
@@ -76,6 +85,37 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
     _print([_shown(run_on_database(args, work))], args.json)
     return 0
+
+
+def cmd_set_treasury(args: argparse.Namespace) -> int:
+    address = args.address
+    if not is_checksum_address(address):
+        hint = f": use {to_checksum_address(address)}" if is_hex_address(address) else ""
+        raise CliError(f"{clean(address)!r} is not a checksummed address{hint}")
+
+    async def work(config: Config, pool: asyncpg.Pool) -> dict[str, Any]:
+        chain = configured_chain(config, args.chain)
+        return await set_treasury(pool, from_config(config), args.id, chain.name, address)
+
+    _print_one(_shown(run_on_database(args, work)), args.json)
+    return 0
+
+
+def cmd_unset_treasury(args: argparse.Namespace) -> int:
+    async def work(config: Config, pool: asyncpg.Pool) -> dict[str, Any]:
+        return await unset_treasury(pool, args.id, configured_chain(config, args.chain).name)
+
+    _print_one(_shown(run_on_database(args, work)), args.json)
+    return 0
+
+
+def _print_one(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(row)
+        return
+    _print([row], False)
+    for chain, address in row["treasuries"].items():
+        print(f"treasury on {chain}: {address}")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,5 +133,19 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     disable = msub.add_parser("disable", help="disable a merchant: its API keys stop working")
     disable.add_argument("id")
     disable.set_defaults(func=cmd_disable)
-    for command in (create, listing, show, disable):
+    set_treasury_ = msub.add_parser(
+        "set-treasury",
+        help="sweep the merchant's payments on a chain to its own treasury (needs the mnemonic)",
+    )
+    set_treasury_.add_argument("id")
+    set_treasury_.add_argument("address", help="checksummed address")
+    set_treasury_.add_argument("--chain", required=True)
+    set_treasury_.set_defaults(func=cmd_set_treasury)
+    unset = msub.add_parser(
+        "unset-treasury", help="sweep the merchant's payments on a chain to the chain's treasury"
+    )
+    unset.add_argument("id")
+    unset.add_argument("--chain", required=True)
+    unset.set_defaults(func=cmd_unset_treasury)
+    for command in (create, listing, show, disable, set_treasury_, unset):
         command.add_argument("--json", action="store_true", help="JSON output")

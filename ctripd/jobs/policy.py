@@ -3,7 +3,10 @@ the moment it signs, never against the row it signs from (SPEC §12). Database w
 alone must not move funds: a row that asks for anything else is refused.
 
 - A sweep (`native`, `token`) goes from a deposit address, derived at the index the ledger
-  records for a payment on this chain at that address, only to the chain's treasury; a token
+  records for a payment on this chain at that address, only to the treasury of that payment's
+  merchant on this chain: its own, while the approval the operator's CLI made for it verifies
+  under the wallet's approval key, else the chain's. Native coin at a token payment's address
+  (the change of gas top-ups, the operator's) may also go to the chain's treasury. A token
   sweep only moves a configured token that a payment at that address is in.
 - A gas top-up goes only from the gas wallet (or the former one, for a top-up it had in flight),
   only to the deposit address of a confirmed token
@@ -29,6 +32,7 @@ from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError
 from ctripd.ledger import recoveries
+from ctripd.ledger.merchants import treasury_text
 
 Q = queries("policy")
 
@@ -97,9 +101,9 @@ class SigningPolicy:
     async def _check_sweep(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         if self.wallet.address(intent.index) != intent.sender:
             raise PolicyRefusal(f"index {intent.index} does not derive {intent.sender}")
-        if intent.to != self.chain.treasury:
-            raise PolicyRefusal(f"{intent.to} is not the treasury of chain {self.chain.name}")
         if intent.sender == self.gas.legacy and intent.index == self.gas.index:
+            if intent.to != self.chain.treasury:
+                raise PolicyRefusal(f"{intent.to} is not the treasury of chain {self.chain.name}")
             if intent.kind != "native":
                 raise PolicyRefusal("only native coin leaves the former gas wallet")
             return
@@ -108,14 +112,35 @@ class SigningPolicy:
                 raise PolicyRefusal(f"{intent.token} is not a token of chain {self.chain.name}")
         elif intent.token is not None:
             raise PolicyRefusal("a native sweep names a token")
-        found = await conn.fetchval(
+        deposit = await conn.fetchrow(
             Q["deposit_of"], self.chain.name, intent.sender, intent.index, intent.token
         )
-        if not found:
+        if deposit is None:
             raise PolicyRefusal(
                 f"{intent.sender} (index {intent.index}) holds no payment of this chain in "
                 "this asset"
             )
+        allowed = {self._treasury_of(deposit)}
+        if intent.kind == "native" and deposit["token_payment"]:
+            allowed.add(self.chain.treasury)
+        if intent.to not in allowed:
+            raise PolicyRefusal(
+                f"{intent.to} is not the treasury of merchant {deposit['merchant']!r} on chain "
+                f"{self.chain.name}"
+            )
+
+    def _treasury_of(self, deposit: asyncpg.Record) -> str:
+        """The merchant's own treasury if its approval verifies, else the chain's; a treasury
+        row whose approval does not verify was not written by the operator's CLI."""
+        if deposit["treasury"] is None:
+            return self.chain.treasury
+        text = treasury_text(deposit["merchant"], self.chain.name, deposit["treasury"])
+        if not hmac.compare_digest(self.wallet.approve(text), bytes(deposit["approval"])):
+            raise PolicyRefusal(
+                f"the treasury of merchant {deposit['merchant']!r} on chain {self.chain.name} "
+                "has no valid approval"
+            )
+        return str(deposit["treasury"])
 
     async def _check_top_up(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         # The former gas wallet only ever re-signs a top-up it had in flight at the upgrade.

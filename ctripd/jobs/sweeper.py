@@ -1,6 +1,7 @@
 """Sweeper: every transaction ctripd signs on a chain. It moves confirmed payments' funds from
-their deposit addresses to the treasury, tops deposit addresses up with gas, sends top-up change
-and the former gas wallet's coin back to the treasury, and carries out approved recoveries.
+their deposit addresses to the treasury (the payment's merchant's own on the chain, if the
+operator set one, else the chain's), tops deposit addresses up with gas, sends top-up change and
+the former gas wallet's coin back to the chain's treasury, and carries out approved recoveries.
 
 One `Sweeper` per chain; `run_once()` resumes every unfinished sweep, plans new ones, and
 broadcasts them. A sweep is one nonce slot of one sender, stored with its signed raw
@@ -127,6 +128,11 @@ class _Group:
     def covered(self) -> list[tuple[str, int]]:
         return [(p["id"], int(p["amount_confirmed"])) for p in self.payments]
 
+    def treasury(self, chain: ChainConfig) -> str:
+        """Where the group's funds go: its merchant's treasury on the chain, or the chain's."""
+        own: str | None = self.payments[0]["treasury"]
+        return own or chain.treasury
+
 
 def disabled_reason(config: Config, wallet: Wallet) -> str | None:
     """Why sweeping is off, or None when it is on."""
@@ -188,7 +194,8 @@ class Sweeper:
         self.crash_at = crash_at
         # Consecutive planning failures per address, for the back-off's doubling.
         self._plan_failures: dict[str, int] = {}
-        self._treasury_has_code: bool | None = None
+        # Treasuries (the chain's, merchants') by whether they have code, asked once each.
+        self._has_code: dict[str, bool] = {}
         # Today's fee, read once per round by whichever step needs it first.
         self._round_fee: Fee | None = None
 
@@ -616,7 +623,7 @@ class Sweeper:
         for row, answer in zip(due, balances, strict=True):
             address, balance = row["address"], _uint(answer)
             try:
-                gas = await self._native_gas(address)
+                gas = await self._native_gas(address, self.chain.treasury)
                 cost = gas * fee.per_gas
                 # The transfer pays its own fee from the change; what arrives must exceed the
                 # most that fee may be.
@@ -756,7 +763,7 @@ class Sweeper:
             balance = _uint(
                 await self.rpc.call("eth_getBalance", [legacy, hex(self._safe_block(head))])
             )
-            gas = await self._native_gas(legacy)
+            gas = await self._native_gas(legacy, self.chain.treasury)
         except (FeeCapError, RpcError) as exc:
             log.warning("sweep.legacy_gas_deferred", chain=self.chain.name, error=str(exc))
             return []
@@ -806,21 +813,22 @@ class Sweeper:
             reason="at or below the dust threshold",
         )
 
-    async def _native_gas(self, sender: str) -> int:
-        """Gas of a coin transfer to the treasury: 21000 unless it has code (a multisig may want
+    async def _native_gas(self, sender: str, treasury: str) -> int:
+        """Gas of a coin transfer to a treasury: 21000 unless it has code (a multisig may want
         more); whether it has code is asked once."""
-        if self._treasury_has_code is None:
-            code = await self.rpc.call("eth_getCode", [self.chain.treasury, "latest"])
-            self._treasury_has_code = code not in (None, "0x", "0x0")
-        if not self._treasury_has_code:
+        if treasury not in self._has_code:
+            code = await self.rpc.call("eth_getCode", [treasury, "latest"])
+            self._has_code[treasury] = code not in (None, "0x", "0x0")
+        if not self._has_code[treasury]:
             return NATIVE_GAS
-        return await self._estimate(sender, self.chain.treasury, "0x1", "0x")
+        return await self._estimate(sender, treasury, "0x1", "0x")
 
     async def _plan_native(self, group: _Group, balance: int, fee: Fee) -> int | None:
         if balance <= self.chain.dust_threshold_of(None):
             await self._mark_dust(group, balance)
             return None
-        gas = await self._native_gas(group.address)
+        treasury = group.treasury(self.chain)
+        gas = await self._native_gas(group.address, treasury)
         max_fee = gas * fee.per_gas
         if balance <= max_fee:
             # Not dust: fees fall again, and no more funds may ever come to this address.
@@ -838,7 +846,7 @@ class Sweeper:
             kind="native",
             index=group.index,
             sender=group.address,
-            to=self.chain.treasury,
+            to=treasury,
             token=None,
             amount=balance - max_fee,
             gas=gas,
@@ -852,7 +860,8 @@ class Sweeper:
             await self._mark_dust(group, balance)
             return None
         # Tokens like USDT return no data from transfer(): only gas and the receipt matter.
-        data = transfer_data(self.chain.treasury, balance)
+        treasury = group.treasury(self.chain)
+        data = transfer_data(treasury, balance)
         gas = await self._estimate(group.address, group.token, "0x0", data)
         need = gas * fee.per_gas
         # Coin a payer sent there by mistake is held for them: the sweep's gas never comes from
@@ -874,7 +883,7 @@ class Sweeper:
             kind="token",
             index=group.index,
             sender=group.address,
-            to=self.chain.treasury,
+            to=treasury,
             token=group.token,
             amount=balance,
             gas=gas,

@@ -1,5 +1,9 @@
-"""Merchants: the tenants that own API keys, payments and webhook endpoints. Created and
-disabled by the operator's CLI; a disabled merchant's keys stop working on the next request."""
+"""Merchants: the tenants that own API keys, payments, webhook endpoints and optionally a
+treasury per chain. Created and disabled by the operator's CLI; a disabled merchant's keys stop
+working on the next request.
+
+A merchant's treasury is approved by the wallet's approval key when the operator sets it: the
+signing policy sends a sweep there only while that approval verifies (`treasury_text`)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from ctripd.chain.wallet import Wallet
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError, NotFoundError
 
@@ -39,10 +44,35 @@ async def list_merchants(conn: Conn | asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 async def get_merchant(conn: Conn | asyncpg.Pool, merchant: str) -> dict[str, Any]:
+    """The merchant with its treasuries (chain → address; chains not named use their own)."""
     row = await conn.fetchrow(Q["list_merchants"], merchant)
     if row is None:
         raise NotFoundError(f"no merchant {merchant!r}")
-    return dict(row)
+    treasuries = await conn.fetch(Q["treasuries"], merchant)
+    return {**dict(row), "treasuries": {t["chain"]: t["address"] for t in treasuries}}
+
+
+def treasury_text(merchant: str, chain: str, address: str) -> str:
+    """What a treasury's approval signs: every field that decides where a sweep goes."""
+    return f"treasury|{merchant}|{chain}|{address.lower()}"
+
+
+async def set_treasury(
+    conn: Conn | asyncpg.Pool, wallet: Wallet, merchant: str, chain: str, address: str
+) -> dict[str, Any]:
+    """Sweep the merchant's payments on `chain` to `address` (checksummed) from now on."""
+    await get_merchant(conn, merchant)
+    approval = wallet.approve(treasury_text(merchant, chain, address))
+    await conn.execute(Q["set_treasury"], merchant, chain, address, approval)
+    return await get_merchant(conn, merchant)
+
+
+async def unset_treasury(conn: Conn | asyncpg.Pool, merchant: str, chain: str) -> dict[str, Any]:
+    """Sweep the merchant's payments on `chain` to the chain's treasury again."""
+    if await conn.fetchval(Q["unset_treasury"], merchant, chain) is None:
+        await get_merchant(conn, merchant)
+        raise CtripdError(f"merchant {merchant!r} has no treasury of its own on {chain}")
+    return await get_merchant(conn, merchant)
 
 
 async def disable_merchant(conn: Conn | asyncpg.Pool, merchant: str) -> dict[str, Any]:

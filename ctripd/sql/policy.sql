@@ -1,10 +1,17 @@
 -- name: deposit_of
 -- A payment of chain $1 at address $2, derived at index $3, in asset $4 (NULL: any asset, for
--- native coin at the address).
-SELECT EXISTS (
-    SELECT 1 FROM payments
-    WHERE lower(address) = lower($2) AND chain = $1 AND address_index = $3
-      AND ($4::text IS NULL OR lower(token_address) = lower($4)));
+-- native coin at the address): its merchant, that merchant's own treasury on the chain with its
+-- approval (NULL: none), and whether a token payment is at the address (its native coin is
+-- top-up change, the operator's).
+SELECT p.merchant, mt.address AS treasury, mt.approval,
+       EXISTS (SELECT 1 FROM payments q
+               WHERE lower(q.address) = lower($2) AND q.chain = $1
+                 AND q.token_address IS NOT NULL) AS token_payment
+FROM payments p
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
+WHERE lower(p.address) = lower($2) AND p.chain = $1 AND p.address_index = $3
+  AND ($4::text IS NULL OR lower(p.token_address) = lower($4))
+LIMIT 1;
 
 -- name: top_up_target
 -- A confirmed token payment of chain $1 at address $2, or an approved recovery of tokens there.

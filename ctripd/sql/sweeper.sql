@@ -14,11 +14,14 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 -- with no sweep of theirs in flight or refused by the signing policy (a tampered row: the
 -- operator looks first), outside the back-off after failed sweeps
 -- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
+-- `treasury`: the merchant's own on this chain (NULL: the chain's); the signing policy checks
+-- its approval.
 SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
-       p.amount_confirmed,
+       p.amount_confirmed, mt.address AS treasury,
        (SELECT max(t.block_number) FROM transfers t
         WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain) AS last_block
 FROM payments p
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
 WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered
   AND (p.sweep_not_before IS NULL OR p.sweep_not_before <= $2)
   AND NOT EXISTS (
