@@ -284,3 +284,18 @@ def test_target_rules() -> None:
     assert check_url("http://localhost:8080/hook", False)
     with pytest.raises(ValueError, match="at most 2048"):
         check_url("https://example.com/" + "a" * 2048, False)
+
+
+async def test_an_unusable_stored_secret_fails_only_its_endpoint(pool, shop, receivers) -> None:
+    client, keys, _ = shop
+    broken = await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    await add_endpoint(client, keys["shop-a"], url=receivers["shop-b"].url)
+    await pool.execute("UPDATE webhook_endpoints SET secret = 'nope' WHERE id = $1", broken["id"])
+    await pay(client, keys["shop-a"])
+    await deliver_all(client, pool)
+    assert receivers["shop-a"].requests == []
+    assert [r.payload["type"] for r in receivers["shop-b"].requests] == ["payment.created"]
+    row = await pool.fetchrow(
+        "SELECT status, last_error FROM events WHERE endpoint_id = $1", broken["id"]
+    )
+    assert tuple(row) == ("failed", "the endpoint's stored secret is not a whsec_ secret")

@@ -11,13 +11,12 @@ the event's `next_attempt_at` past the request timeout in the same statement tha
 event, and the events of a worker that died come due again when the lease ends.
 
 Order per payment and endpoint: an event is claimed only when no earlier event of its payment to
-its endpoint is `pending`
-(queued, retrying or in flight). A `failed` event (retries exhausted) no longer holds back the
-later ones: the merchant sees it failed and can redeliver it, but the payment's newer events,
-which carry the newer payment state, are not stuck behind it for ever. A redelivered event is
-sent whenever it comes due, possibly after newer events of its payment. While an event is being
-retried, the later events of its payment are `held` out of the due range, so that claims stay
-cheap however large a failing backlog grows.
+its endpoint is `pending` (queued, retrying or in flight). A `failed` event (retries exhausted)
+no longer holds back the later ones: the merchant sees it failed and can redeliver it, but the
+payment's newer events, which carry the newer payment state, are not stuck behind it for ever.
+A redelivered event is sent whenever it comes due, possibly after newer events of its payment.
+While an event is being retried, the later events of its payment to its endpoint are `held` out
+of the due range, so that claims stay cheap however large a failing backlog grows.
 
 Fairness: first attempts are claimed before retries, and retries never hold the last quarter of
 the concurrency, so an endpoint that fails (or hangs) for some payments cannot delay a fresh
@@ -85,7 +84,12 @@ class Claimed:
     lease: datetime
     retry: bool
     body: bytes
-    target: Target
+    # None: the endpoint's stored secret is unusable (the attempt fails, the others go on).
+    target: Target | None
+
+    @property
+    def log_url(self) -> str:
+        return self.target.log_url if self.target is not None else ""
 
 
 @dataclass(frozen=True)
@@ -227,14 +231,22 @@ class WebhookWorker:
             for r in rows
         ]
 
-    def _target(self, row: asyncpg.Record) -> Target:
+    def _target(self, row: asyncpg.Record) -> Target | None:
         if row["endpoint_id"] is None:
             assert self.configured is not None  # the claim takes these only when it is set
             return self.configured
-        return endpoint_target(row["url"], row["secret"], row["previous_secret"])
+        try:
+            return endpoint_target(row["url"], row["secret"], row["previous_secret"])
+        except ValueError:  # a row ctripd did not write; never quote the secret
+            log.error("webhook.bad_secret", endpoint_id=row["endpoint_id"], event_id=row["id"])
+            return None
 
     async def _deliver(self, event: Claimed) -> None:
-        outcome = await self.post(event.target, event.id, event.body)
+        if event.target is None:
+            error = "the endpoint's stored secret is not a whsec_ secret"
+            outcome = Outcome(datetime.now(UTC), 0, error=error)
+        else:
+            outcome = await self.post(event.target, event.id, event.body)
         try:
             await self._settle(event, outcome)
         except DB_ERRORS as exc:
@@ -262,13 +274,13 @@ class WebhookWorker:
             async with self._http(target.guarded).post(
                 target.url, data=body, headers=headers, allow_redirects=False
             ) as resp:
-                body = await _read_prefix(resp, MAX_RESPONSE_BYTES)
+                answer = await _read_prefix(resp, MAX_RESPONSE_BYTES)
                 return Outcome(
                     attempted_at=attempted_at,
                     latency_ms=elapsed(),
                     http_status=resp.status,
                     error=None if 200 <= resp.status < 300 else f"HTTP {resp.status}",
-                    response_body=_text(body.decode("utf-8", "replace")),
+                    response_body=_text(answer.decode("utf-8", "replace")),
                     retry_after=parse_retry_after(
                         resp.headers.get("Retry-After"), datetime.now(UTC)
                     ),
@@ -306,7 +318,7 @@ class WebhookWorker:
         elif outcome.ok:
             log.debug("webhook.delivered", **fields)
         elif delay is None:
-            log.error("webhook.failed", error=outcome.error, url=event.target.log_url, **fields)
+            log.error("webhook.failed", error=outcome.error, url=event.log_url, **fields)
         else:
             log.info("webhook.retry", error=outcome.error, retry_in=round(delay, 1), **fields)
 
@@ -319,7 +331,7 @@ class WebhookWorker:
                     Q["finish_attempts"],
                     [e.event.id for e in batch],
                     [e.outcome.attempted_at for e in batch],
-                    [e.event.target.log_url for e in batch],
+                    [e.event.log_url for e in batch],
                     [e.outcome.http_status for e in batch],
                     [e.outcome.latency_ms for e in batch],
                     [e.outcome.error for e in batch],
