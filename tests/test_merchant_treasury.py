@@ -109,6 +109,9 @@ async def test_policy_checks_the_merchants_treasury_and_its_approval(token_rig: 
         await rig.sweeper().run_once()
     failed = [e for e in logs if e["event"] == "sweep.plan_failed"]
     assert failed and all("no valid approval" in e["error"] for e in failed)
+    refused = [e for e in logs if e["event"] == "sweep.policy_refused"]
+    assert refused and {e["log_level"] for e in refused} == {"critical"}
+    assert not [e for e in logs if e["event"] == "sweep.plan_error"]
     assert not [s for s in await rig.sweeps() if s["from_address"] == native_deposit]
     rig.mine()
     assert rig.balance(OUTSIDER) == outsider

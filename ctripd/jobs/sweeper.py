@@ -585,7 +585,16 @@ class Sweeper:
             except InjectedCrash:
                 raise
             except Exception as exc:  # one bad group never stops the chain's planning
-                if not isinstance(exc, RpcError):
+                if isinstance(exc, PolicyRefusal):
+                    # E.g. a merchant's treasury row the operator did not approve: nothing was
+                    # signed, and someone wrote to the database.
+                    log.critical(
+                        "sweep.policy_refused",
+                        chain=self.chain.name,
+                        sender=address,
+                        reason=str(exc),
+                    )
+                elif not isinstance(exc, RpcError):
                     log.exception("sweep.plan_error", chain=self.chain.name, address=address)
                 failures = self._plan_failures.get(address, 0) + 1
                 self._plan_failures[address] = failures
