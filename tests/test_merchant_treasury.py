@@ -10,21 +10,39 @@ import json
 import asyncpg
 import pytest
 import structlog
+from test_events_api import key_for
 from test_sweeper import ETH, GAS, OUTSIDER, TREASURY, WALLET, Rig, assert_reconciled
 
 from ctripd.cli import main as cli
 from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
-from ctripd.ledger.merchants import set_treasury
+from ctripd.ledger.merchants import binding_text, set_treasury
 
 SHOP_TREASURY = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # Anvil account 3
 
 
 async def shop_b(pool: asyncpg.Pool, *payment_ids: str) -> None:
-    """Merchant shop-b, owner of the given payments."""
-    await pool.execute("INSERT INTO merchants (id, name) VALUES ('shop-b', 'Shop B')")
+    """Merchant shop-b, owner of the given payments, bound to it as the API binds them."""
+    await pool.execute(
+        "INSERT INTO merchants (id, name) VALUES ('shop-b', 'Shop B') ON CONFLICT DO NOTHING"
+    )
     await pool.execute(
         "UPDATE payments SET merchant = 'shop-b' WHERE id = ANY($1::text[])", list(payment_ids)
     )
+    await bind(pool, *payment_ids)
+
+
+async def bind(pool: asyncpg.Pool, *payment_ids: str) -> None:
+    """Bind the payments to their merchants with the wallet's approval key, as the API does."""
+    for row in await pool.fetch(
+        "SELECT id, merchant, chain, address_index FROM payments WHERE id = ANY($1::text[])",
+        list(payment_ids),
+    ):
+        text = binding_text(row["id"], row["merchant"], row["chain"], row["address_index"])
+        await pool.execute(
+            "UPDATE payments SET merchant_binding = $2 WHERE id = $1",
+            row["id"],
+            WALLET.approve(text),
+        )
 
 
 async def test_native_sweeps_go_to_their_merchants_treasury(rig: Rig) -> None:
@@ -117,6 +135,53 @@ async def test_policy_checks_the_merchants_treasury_and_its_approval(token_rig: 
     assert rig.balance(OUTSIDER) == outsider
 
 
+async def test_a_rewritten_merchant_sweeps_to_the_chains_treasury(rig: Rig) -> None:
+    """Database write access alone must not move a payment's funds to another merchant's
+    treasury: the payment's binding to its merchant no longer verifies, so the chain's."""
+    own = await rig.pay_native(1020, ETH)
+    victim = await rig.pay_native(1021, ETH)
+    await shop_b(rig.pool, own)
+    await bind(rig.pool, victim)
+    await set_treasury(rig.pool, WALLET, "shop-b", "anvil", SHOP_TREASURY)
+    await rig.pool.execute("UPDATE payments SET merchant = 'shop-b' WHERE id = $1", victim)
+    policy = SigningPolicy(rig.chain, WALLET, GasWallet.of(WALLET, 0, hardened=True))
+    victim_deposit = WALLET.address(1021)
+    with pytest.raises(PolicyRefusal, match="is not the treasury of merchant"):
+        await policy.check(
+            rig.pool, Intent("native", 1021, victim_deposit, SHOP_TREASURY, None, ETH)
+        )
+    await policy.check(rig.pool, Intent("native", 1021, victim_deposit, TREASURY, None, ETH))
+    rig.mine()
+
+    await rig.settle(rig.sweeper())
+
+    sweeps = {s["from_address"]: s for s in await rig.sweeps()}
+    assert sweeps[WALLET.address(1020)]["to_address"] == SHOP_TREASURY
+    assert (sweeps[victim_deposit]["to_address"], sweeps[victim_deposit]["status"]) == (
+        TREASURY,
+        "confirmed",
+    )
+    await assert_reconciled(rig)
+
+
+async def test_the_api_binds_payments_to_their_merchant(  # type: ignore[no-untyped-def]
+    pool: asyncpg.Pool, write_config, make_client
+) -> None:
+    """A signing API binds each payment it creates; a watch-only one cannot (no approval key),
+    so its payments are never swept to a merchant's own treasury."""
+    body = {"chain": "anvil", "asset": "ETH", "amount": "1"}
+    for toml, bound in (({}, True), ({"wallet": {"xpub": WALLET.xpub()}}, False)):
+        client = await make_client(write_config(toml=toml))
+        headers = await key_for(pool, "shop-b")
+        response = await client.post("/v1/payments", json=body, headers=headers)
+        assert response.status == 201, await response.text()
+        row = await pool.fetchrow(
+            "SELECT * FROM payments WHERE id = $1", (await response.json())["id"]
+        )
+        text = binding_text(row["id"], "shop-b", "anvil", row["address_index"])
+        assert row["merchant_binding"] == (WALLET.approve(text) if bound else None)
+
+
 async def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = await asyncio.to_thread(cli.main, list(args))
@@ -135,7 +200,7 @@ async def test_cli_sets_shows_and_unsets_a_treasury(rig: Rig, capsys) -> None:  
     assert code == 0 and f"treasury on anvil: {SHOP_TREASURY}" in out
     policy = SigningPolicy(rig.chain, WALLET, GasWallet.of(WALLET, 0, hardened=True))
     payment = await rig.pay_native(1020, ETH)
-    await rig.pool.execute("UPDATE payments SET merchant = 'shop-b' WHERE id = $1", payment)
+    await shop_b(rig.pool, payment)
     await policy.check(
         rig.pool, Intent("native", 1020, WALLET.address(1020), SHOP_TREASURY, None, ETH)
     )

@@ -285,7 +285,7 @@ async def create_payment(request: web.Request) -> web.Response:
     pool = app[API_POOL]
     await _require_cursor(request, new.chain)
     index = await app[API_STATE].indexes.take(pool)
-    payment = await payments.insert_payment(pool, new, index, app[WALLET].address(index))
+    payment = await payments.insert_payment(pool, app[WALLET], new, index)
     if payment is not None:
         return json_response(payment, 201, {"Location": f"/v1/payments/{payment['id']}"})
     assert idempotency_key is not None and new.request_hash is not None

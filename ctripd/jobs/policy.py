@@ -4,8 +4,10 @@ alone must not move funds: a row that asks for anything else is refused.
 
 - A sweep (`native`, `token`) goes from a deposit address, derived at the index the ledger
   records for a payment on this chain at that address, only to the treasury of that payment's
-  merchant on this chain: its own, while the approval the operator's CLI made for it verifies
-  under the wallet's approval key, else the chain's. Native coin at a token payment's address
+  merchant on this chain: its own, while the payment's binding to that merchant (made by the
+  API at creation) and the approval the operator's CLI made for the treasury both verify under
+  the wallet's approval key, else the chain's. An unbound payment (rewritten merchant, or made
+  by a watch-only API) goes to the chain's treasury. Native coin at a token payment's address
   (the change of gas top-ups, the operator's) may also go to the chain's treasury. A token
   sweep only moves a configured token that a payment at that address is in.
 - A gas top-up goes only from the gas wallet (or the former one, for a top-up it had in flight),
@@ -32,7 +34,7 @@ from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError
 from ctripd.ledger import recoveries
-from ctripd.ledger.merchants import treasury_text
+from ctripd.ledger.merchants import binding_text, treasury_text
 
 Q = queries("policy")
 
@@ -79,6 +81,24 @@ class GasWallet:
         return cls(index, wallet.address(index), None)
 
 
+def treasury_of(wallet: Wallet, chain: ChainConfig, payment: asyncpg.Record) -> str:
+    """Where a payment's sweep goes: its merchant's own treasury on the chain while the
+    payment's binding to that merchant verifies, else the chain's. A bound merchant's treasury
+    row whose approval does not verify was not written by the operator's CLI: refused."""
+    if payment["treasury"] is None or payment["merchant_binding"] is None:
+        return chain.treasury
+    merchant = payment["merchant"]
+    bound = binding_text(payment["id"], merchant, chain.name, int(payment["address_index"]))
+    if not hmac.compare_digest(wallet.approve(bound), bytes(payment["merchant_binding"])):
+        return chain.treasury
+    text = treasury_text(merchant, chain.name, payment["treasury"])
+    if not hmac.compare_digest(wallet.approve(text), bytes(payment["approval"])):
+        raise PolicyRefusal(
+            f"the treasury of merchant {merchant!r} on chain {chain.name} has no valid approval"
+        )
+    return str(payment["treasury"])
+
+
 class SigningPolicy:
     def __init__(self, chain: ChainConfig, wallet: Wallet, gas: GasWallet) -> None:
         self.chain = chain
@@ -120,7 +140,7 @@ class SigningPolicy:
                 f"{intent.sender} (index {intent.index}) holds no payment of this chain in "
                 "this asset"
             )
-        allowed = {self._treasury_of(deposit)}
+        allowed = {treasury_of(self.wallet, self.chain, deposit)}
         if intent.kind == "native" and deposit["token_payment"]:
             allowed.add(self.chain.treasury)
         if intent.to not in allowed:
@@ -128,19 +148,6 @@ class SigningPolicy:
                 f"{intent.to} is not the treasury of merchant {deposit['merchant']!r} on chain "
                 f"{self.chain.name}"
             )
-
-    def _treasury_of(self, deposit: asyncpg.Record) -> str:
-        """The merchant's own treasury if its approval verifies, else the chain's; a treasury
-        row whose approval does not verify was not written by the operator's CLI."""
-        if deposit["treasury"] is None:
-            return self.chain.treasury
-        text = treasury_text(deposit["merchant"], self.chain.name, deposit["treasury"])
-        if not hmac.compare_digest(self.wallet.approve(text), bytes(deposit["approval"])):
-            raise PolicyRefusal(
-                f"the treasury of merchant {deposit['merchant']!r} on chain {self.chain.name} "
-                "has no valid approval"
-            )
-        return str(deposit["treasury"])
 
     async def _check_top_up(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         # The former gas wallet only ever re-signs a top-up it had in flight at the upgrade.

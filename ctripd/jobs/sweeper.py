@@ -57,7 +57,7 @@ from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
-from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy
+from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy, treasury_of
 from ctripd.ledger import recoveries
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
@@ -128,10 +128,9 @@ class _Group:
     def covered(self) -> list[tuple[str, int]]:
         return [(p["id"], int(p["amount_confirmed"])) for p in self.payments]
 
-    def treasury(self, chain: ChainConfig) -> str:
+    def treasury(self, wallet: Wallet, chain: ChainConfig) -> str:
         """Where the group's funds go: its merchant's treasury on the chain, or the chain's."""
-        own: str | None = self.payments[0]["treasury"]
-        return own or chain.treasury
+        return treasury_of(wallet, chain, self.payments[0])
 
 
 def disabled_reason(config: Config, wallet: Wallet) -> str | None:
@@ -836,7 +835,7 @@ class Sweeper:
         if balance <= self.chain.dust_threshold_of(None):
             await self._mark_dust(group, balance)
             return None
-        treasury = group.treasury(self.chain)
+        treasury = group.treasury(self.wallet, self.chain)
         gas = await self._native_gas(group.address, treasury)
         max_fee = gas * fee.per_gas
         if balance <= max_fee:
@@ -869,7 +868,7 @@ class Sweeper:
             await self._mark_dust(group, balance)
             return None
         # Tokens like USDT return no data from transfer(): only gas and the receipt matter.
-        treasury = group.treasury(self.chain)
+        treasury = group.treasury(self.wallet, self.chain)
         data = transfer_data(treasury, balance)
         gas = await self._estimate(group.address, group.token, "0x0", data)
         need = gas * fee.per_gas

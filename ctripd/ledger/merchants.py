@@ -2,8 +2,11 @@
 treasury per chain. Created and disabled by the operator's CLI; a disabled merchant's keys stop
 working on the next request.
 
-A merchant's treasury is approved by the wallet's approval key when the operator sets it: the
-signing policy sends a sweep there only while that approval verifies (`treasury_text`)."""
+A merchant's treasury is approved by the wallet's approval key when the operator sets it, and
+each payment is bound to its merchant by that key when the API creates it: the signing policy
+sends a payment's sweep to its merchant's treasury only while both verify (`treasury_text`,
+`binding_text`). A watch-only API (`[wallet] xpub`) holds no approval key, so its payments are
+unbound and always swept to the chain's treasury."""
 
 from __future__ import annotations
 
@@ -55,6 +58,19 @@ async def get_merchant(conn: Conn | asyncpg.Pool, merchant: str) -> dict[str, An
 def treasury_text(merchant: str, chain: str, address: str) -> str:
     """What a treasury's approval signs: every field that decides where a sweep goes."""
     return f"treasury|{merchant}|{chain}|{address.lower()}"
+
+
+def binding_text(payment_id: str, merchant: str, chain: str, index: int) -> str:
+    """What a payment's binding to its merchant signs: the payment, its owner and its address."""
+    return f"payment|{payment_id}|{merchant}|{chain}|{index}"
+
+
+def binding(wallet: Wallet, payment_id: str, merchant: str, chain: str, index: int) -> bytes | None:
+    """The new payment's binding to its merchant; None from a watch-only wallet (no approval
+    key), which leaves the payment to the chain's treasury."""
+    if wallet.watch_only:
+        return None
+    return wallet.approve(binding_text(payment_id, merchant, chain, index))
 
 
 async def set_treasury(

@@ -11,9 +11,11 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
+from ctripd.chain.wallet import Wallet
 from ctripd.db import Conn, queries
 from ctripd.formats import new_event_id, new_payment_id
 from ctripd.ledger.events import record_event
+from ctripd.ledger.merchants import binding
 from ctripd.ledger.objects import render_payment, render_rows
 
 Q = queries("payments")
@@ -62,14 +64,16 @@ class IndexPool:
 
 
 async def insert_payment(
-    conn: asyncpg.Connection | asyncpg.Pool, new: NewPayment, index: int, address: str
+    conn: asyncpg.Connection | asyncpg.Pool, wallet: Wallet, new: NewPayment, index: int
 ) -> dict[str, Any] | None:
-    """Insert the payment and its `payment.created` event in one statement (so atomically).
+    """Insert the payment at the wallet's address `index`, bound to its merchant, and its
+    `payment.created` event in one statement (so atomically).
 
     Returns the payment object, or None when the merchant already used this idempotency key.
     The event payload is the payment object as rendered for the API, like `record_event` writes.
     """
     now = datetime.now(UTC)
+    address = wallet.address(index)
     row: dict[str, Any] = {
         "id": new_payment_id(),
         "merchant": new.merchant,
@@ -123,6 +127,7 @@ async def insert_payment(
         row["expires_at"],
         event_id,
         orjson.dumps(payload).decode(),
+        binding(wallet, row["id"], new.merchant, new.chain, index),
     )
     return payment if inserted is not None else None
 

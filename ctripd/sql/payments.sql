@@ -26,9 +26,10 @@ WITH p AS (
     INSERT INTO payments (
         id, merchant, chain, chain_id, asset, token_address, decimals, amount, address,
         address_index, confirmations_required, order_id, metadata, idempotency_key,
-        request_hash, created_at, expires_at
+        request_hash, created_at, expires_at, merchant_binding
     )
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $14, $15, $16, $17)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::text::jsonb, $14, $15, $16, $17,
+            $20)
     ON CONFLICT (merchant, idempotency_key) DO NOTHING
     RETURNING id, merchant, created_at
 ), e AS (

@@ -1,9 +1,10 @@
 -- name: deposit_of
 -- A payment of chain $1 at address $2, derived at index $3, in asset $4 (NULL: any asset, for
--- native coin at the address): its merchant, that merchant's own treasury on the chain with its
--- approval (NULL: none), and whether a token payment is at the address (its native coin is
+-- native coin at the address): its id, merchant and binding to that merchant, that merchant's own
+-- treasury on the chain with its approval (NULL: none), and whether a token payment is at the address (its native coin is
 -- top-up change, the operator's).
-SELECT p.merchant, mt.address AS treasury, mt.approval,
+SELECT p.id, p.merchant, p.chain, p.address_index, p.merchant_binding,
+       mt.address AS treasury, mt.approval,
        EXISTS (SELECT 1 FROM payments q
                WHERE lower(q.address) = lower($2) AND q.chain = $1
                  AND q.token_address IS NOT NULL) AS token_payment

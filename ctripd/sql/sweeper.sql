@@ -14,10 +14,10 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 -- with no sweep of theirs in flight or refused by the signing policy (a tampered row: the
 -- operator looks first), outside the back-off after failed sweeps
 -- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
--- `treasury`: the merchant's own on this chain (NULL: the chain's); the signing policy checks
--- its approval.
-SELECT p.id, p.address, p.address_index, p.token_address, p.asset, p.decimals,
-       p.amount_confirmed, mt.address AS treasury,
+-- `treasury`: the merchant's own on this chain (NULL: the chain's), used only while the payment's
+-- binding to its merchant and the treasury's approval verify (jobs.policy.treasury_of).
+SELECT p.id, p.merchant, p.chain, p.address, p.address_index, p.merchant_binding, p.token_address,
+       p.asset, p.decimals, p.amount_confirmed, mt.address AS treasury, mt.approval,
        (SELECT max(t.block_number) FROM transfers t
         WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain) AS last_block
 FROM payments p
