@@ -48,7 +48,10 @@ def dead_url() -> str:
 async def shop(pool, write_config, make_client, anvil) -> Shop:  # type: ignore[no-untyped-def]
     """alice: one pending and one canceled payment; bob: one paid and confirmed on Anvil; each
     with a webhook endpoint."""
-    config = write_config(chains=[chain_entry(anvil, rpc=[anvil.url, dead_url()])])
+    config = write_config(
+        toml={"webhooks": {"allow_private_targets": True}},  # endpoints on loopback
+        chains=[chain_entry(anvil, rpc=[anvil.url, dead_url()])],
+    )
     client = await make_client(config)
     keys = {}
     for merchant in ("alice", "bob"):

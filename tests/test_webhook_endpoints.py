@@ -19,7 +19,7 @@ from test_scanner_support import cancel
 from test_webhooks import Received, Receiver, write_secret
 
 from ctripd.http.keys import WEBHOOKS
-from ctripd.jobs.targets import address_refused, check_url
+from ctripd.jobs.targets import GuardedResolver, TargetRefused, address_refused, check_url
 
 PAYMENT = {"chain": "anvil", "asset": "ETH", "amount": "1"}
 
@@ -43,10 +43,18 @@ async def shop(pool, write_config, make_client, receivers, tmp_path: Path):  # t
         "url": receivers["default"].url,
         "secret_file": str(tmp_path / "webhook-secret"),
         "retry_schedule": [1, 1],
+        "allow_private_targets": True,  # the receivers listen on loopback
     }
     client = await make_client(write_config(toml={"webhooks": section}))
     keys = {m: await key_for(pool, m) for m in ("default", "shop-a", "shop-b")}
     return client, keys, default_secret
+
+
+@pytest.fixture
+async def guarded(pool, write_config, make_client):  # type: ignore[no-untyped-def]
+    """An instance with the SSRF guard on (the default) and a key of shop-a."""
+    client = await make_client(write_config())
+    return client, await key_for(pool, "shop-a")
 
 
 async def add_endpoint(client: Any, key: dict[str, str], **body: Any) -> dict[str, Any]:
@@ -240,6 +248,19 @@ async def test_test_message_and_delete(pool, shop, receivers) -> None:
         ({"url": "https://169.254.169.254/latest"}, "private address 169.254.169.254"),
         ({"url": "https://[::ffff:192.168.0.1]/"}, "private address"),
         ({"url": "http://example.com/hook"}, "must use https"),
+        # Loopback is an internal service too: its answers would be readable in GET /v1/events.
+        ({"url": "https://127.0.0.1:8443/hook"}, "loopback host 127.0.0.1"),
+        ({"url": "https://[::1]/hook"}, "loopback host ::1"),
+        ({"url": "https://localhost/hook"}, "loopback host localhost"),
+        ({"url": "https://admin.localhost/hook"}, "loopback host admin.localhost"),
+        ({"url": "http://localhost:8080/hook"}, "must use https"),
+        # IPv6 forms carrying a private IPv4 address: NAT64, IPv4-compatible, 6to4.
+        ({"url": "https://[64:ff9b::a9fe:a9fe]/"}, "private address"),
+        ({"url": "https://[::7f00:1]/"}, "loopback host"),
+        ({"url": "https://[2002:a00:1::]/"}, "private address"),
+        # Host names delivery could not encode (IDNA): an empty label, a label over 63 characters.
+        ({"url": "https://a..b/hook"}, "invalid host name"),
+        ({"url": f"https://{'a' * 64}.example.com/"}, "invalid host name"),
         ({"url": "ftp://example.com/"}, "https:// URL"),
         ({"url": "https://example.com/", "event_types": ["payment.nope"]}, "unknown event type"),
         ({"url": "https://example.com/", "event_types": []}, "non-empty list"),
@@ -247,9 +268,9 @@ async def test_test_message_and_delete(pool, shop, receivers) -> None:
         ({}, "url: is required"),
     ],
 )
-async def test_endpoint_urls_and_fields_refused(shop, body, detail) -> None:
-    client, keys, _ = shop
-    resp = await client.post("/v1/webhook-endpoints", json=body, headers=keys["shop-a"])
+async def test_endpoint_urls_and_fields_refused(guarded, body, detail) -> None:
+    client, key = guarded
+    resp = await client.post("/v1/webhook-endpoints", json=body, headers=key)
     assert resp.status == 422
     assert resp.content_type == "application/problem+json"
     assert detail in (await resp.json())["detail"]
@@ -265,9 +286,13 @@ async def test_private_targets_allowed_by_config(pool, write_config, make_client
 
 
 def test_target_rules() -> None:
-    assert not address_refused("127.0.0.1", allow_private=False), "loopback stays allowed"
-    assert not address_refused("::1", allow_private=False)
     for private in (
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:c0a8:101::1",
+        "::a00:1",
         "10.0.0.1",
         "172.16.5.4",
         "192.168.1.1",
@@ -280,8 +305,11 @@ def test_target_rules() -> None:
     ):
         assert address_refused(private, allow_private=False), private
         assert not address_refused(private, allow_private=True), private
-    assert not address_refused("8.8.8.8", allow_private=False)
-    assert check_url("http://localhost:8080/hook", False)
+    for public in ("8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2001:4860:4860::8888"):
+        assert not address_refused(public, allow_private=False), public
+    assert check_url("http://localhost:8080/hook", True)
+    with pytest.raises(ValueError, match="loopback host"):
+        check_url("https://localhost:8080/hook", False)
     with pytest.raises(ValueError, match="at most 2048"):
         check_url("https://example.com/" + "a" * 2048, False)
 
@@ -299,3 +327,37 @@ async def test_an_unusable_stored_secret_fails_only_its_endpoint(pool, shop, rec
         "SELECT status, last_error FROM events WHERE endpoint_id = $1", broken["id"]
     )
     assert tuple(row) == ("failed", "the endpoint's stored secret is not a whsec_ secret")
+
+
+async def test_loopback_names_refused_at_delivery() -> None:
+    """A name that resolves to loopback is refused after DNS unless private targets are
+    allowed."""
+    with pytest.raises(TargetRefused, match="private address"):
+        await GuardedResolver(allow_private=False).resolve("localhost", 443)
+    assert await GuardedResolver(allow_private=True).resolve("localhost", 443)
+
+
+@pytest.mark.parametrize("url", ["https://a..b/hook", f"https://{'a' * 64}.example.com/"])
+async def test_a_url_delivery_cannot_encode_fails_its_delivery(  # type: ignore[no-untyped-def]
+    pool, shop, tmp_path: Path, write_config, make_client, url: str
+) -> None:
+    """A stored endpoint URL (or the operator's `[webhooks] url`) whose host IDNA cannot
+    encode fails the delivery and the test message with the reason: never a 500, never a
+    crashed delivery re-claimed forever."""
+    client, keys, _ = shop
+    endpoint = await add_endpoint(client, keys["shop-a"], url="https://example.com/hook")
+    await pool.execute("UPDATE webhook_endpoints SET url = $2 WHERE id = $1", endpoint["id"], url)
+    resp = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/test", headers=keys["shop-a"])
+    assert resp.status == 200, await resp.text()
+    result = await resp.json()
+    assert result["delivered"] is False and "invalid host name" in result["error"]
+
+    write_secret(tmp_path / "operator-secret")
+    section = {"url": url, "secret_file": str(tmp_path / "operator-secret"), "retry_schedule": [1]}
+    operator = await make_client(write_config(toml={"webhooks": section}))
+    await pool.execute("DELETE FROM events")
+    await pay(operator, keys["default"])
+    await deliver_all(operator, pool)
+    row = await pool.fetchrow("SELECT status, attempts, last_error FROM events")
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert "UnicodeError" in row["last_error"]

@@ -1,10 +1,14 @@
 """Where merchants' webhook endpoints may point (SSRF guard): `https` URLs of public hosts.
 
-Plain `http` is accepted only for loopback hosts, and private, link-local and other non-public
-addresses are refused, unless `webhooks.allow_private_targets` (as `ctripd dev` sets) allows
-both. Loopback stays allowed either way. The URL is checked when an endpoint is created, and
-every address its host resolves to is checked again at each delivery (`GuardedResolver`), so a
-DNS name that later points inside the network is refused too. Redirects are never followed.
+Plain `http`, loopback (`localhost`, `*.localhost`, 127.0.0.0/8, ::1), private, link-local and
+other non-public addresses are refused unless `webhooks.allow_private_targets` (as `ctripd dev`
+and the tests set) allows them: an endpoint's answers are readable through `GET /v1/events`, so
+any reachable internal service would be. IPv6 forms that carry an IPv4 address (IPv4-mapped,
+IPv4-compatible ::/96, NAT64 64:ff9b::/96, 6to4 2002::/16) are judged by that address. A host
+name must be a valid IDNA name (what delivery encodes). The URL is checked when an endpoint is
+created, and every address its host resolves to is checked again at each delivery
+(`GuardedResolver`), so a DNS name that later points inside the network is refused too.
+Redirects are never followed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from aiohttp.resolver import DefaultResolver
 
 MAX_URL_LENGTH = 2048
 _LOOPBACK_NAMES = ("localhost", "localhost.")
+# IPv6 prefixes whose addresses embed an IPv4 one in their low 32 bits.
+_EMBEDDING_V4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+_6TO4 = ipaddress.IPv6Network("2002::/16")
 
 
 class TargetRefused(OSError):
@@ -25,12 +32,20 @@ class TargetRefused(OSError):
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` names, as the IPv4 address it carries if it carries one."""
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if ip in _6TO4:
+        assert ip.sixtofour is not None
+        return ip.sixtofour
+    if any(ip in net for net in _EMBEDDING_V4) and ip != ipaddress.IPv6Address("::1"):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
 
@@ -44,7 +59,7 @@ def _loopback(host: str) -> bool:
 def address_refused(address: str, allow_private: bool) -> bool:
     """Whether a delivery may not connect to `address` (an IP literal)."""
     ip = _ip(address)
-    if ip is None or ip.is_loopback or allow_private:
+    if ip is None or allow_private:
         return False
     return not ip.is_global or ip.is_multicast
 
@@ -61,8 +76,17 @@ def check_url(url: str, allow_private: bool) -> str:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         raise ValueError("must be an https:// URL with a host")
-    if parts.scheme == "http" and not (allow_private or _loopback(host)):
-        raise ValueError("must use https (plain http only for a loopback host)")
+    if _ip(host) is None:
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"has an invalid host name {host!r}") from None
+    if parts.scheme == "http" and not allow_private:
+        raise ValueError("must use https (plain http only with webhooks.allow_private_targets)")
+    if _loopback(host) and not allow_private:
+        raise ValueError(
+            f"points at the loopback host {host}: refused (webhooks.allow_private_targets)"
+        )
     if address_refused(host, allow_private):
         raise ValueError(
             f"points at the private address {host}: refused (webhooks.allow_private_targets)"

@@ -287,7 +287,8 @@ class WebhookWorker:
                 )
         except TimeoutError:
             error = f"timeout after {self.timeout:g}s"
-        except aiohttp.ClientError as exc:
+        # ValueError: e.g. a host name IDNA cannot encode (UnicodeError), found only on connecting.
+        except (aiohttp.ClientError, ValueError) as exc:
             error = _describe(exc)
         return Outcome(attempted_at=attempted_at, latency_ms=elapsed(), error=error)
 
