@@ -36,7 +36,7 @@ async def _payments(pool: asyncpg.Pool, count: int, merchant: str = "default") -
     )
     ids = []
     for index in await payments.next_address_indexes(pool, count):
-        made = await payments.insert_payment(pool, new, index, WALLET.address(index))
+        made = await payments.insert_payment(pool, WALLET, new, index)
         assert made is not None
         ids.append(made["id"])
     return ids
