@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from test_webhooks import new_payment
+from yoyo import get_backend, read_migrations
 
 from ctripd import db
+from ctripd.http.auth import create_key
 
 TABLES = {
     "chains",
@@ -53,3 +56,55 @@ async def test_amounts_are_numeric_78_0(pool: asyncpg.Pool) -> None:
     assert rows == []
     big = 2**256 - 1
     assert await pool.fetchval("SELECT $1::numeric(78,0)", big) == big
+
+
+def _roll_back_from(dsn: str, first: str) -> list[str]:
+    """Roll back the applied migrations from `first` on, newest first."""
+    with db.migrations_dir() as path:
+        migrations = read_migrations(str(path))
+        backend = get_backend(db.yoyo_url(dsn))
+        try:
+            with backend.lock():
+                todo = backend.to_rollback(migrations.filter(lambda m: m.id >= first))
+                backend.rollback_migrations(todo)
+        finally:
+            backend.connection.close()
+    return [m.id for m in todo]
+
+
+async def test_tenant_rollbacks_grant_no_key_more_and_keep_no_stray_delivery(
+    db_dsn: str, pool: asyncpg.Pool
+) -> None:
+    """Rolling back merchants (0016), webhook endpoints (0017) and key scopes (0018) revokes the
+    keys those limited (a disabled merchant's, a key with fewer scopes) and drops the deliveries
+    to merchants' endpoints rather than leaving them as deliveries to the `[webhooks] url`."""
+    await pool.execute(
+        "INSERT INTO merchants (id, name, disabled_at) VALUES ('gone', 'Gone', now()),"
+        " ('shop', 'Shop', NULL)"
+    )
+    await pool.execute(
+        "INSERT INTO webhook_endpoints (id, merchant, url, secret)"
+        " VALUES ('we_1', 'default', 'https://example.com/', 'whsec_x')"
+    )
+    keys = {
+        "disabled": (await create_key(pool, "disabled", "gone"))[1]["id"],
+        "limited": (await create_key(pool, "limited", "shop", ["payments:read"]))[1]["id"],
+        "full": (await create_key(pool, "full", "shop"))[1]["id"],
+    }
+    payment = await new_payment(pool)
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE payment_id = $1", payment) == 2
+    await pool.close()
+
+    rolled = await asyncio.to_thread(_roll_back_from, db_dsn, "0016")
+    assert rolled[-1].startswith("0016") and len(rolled) >= 3
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        revoked = {
+            r["id"]: r["revoked_at"] is not None
+            for r in await conn.fetch("SELECT id, revoked_at FROM api_keys")
+        }
+        events = await conn.fetchval("SELECT count(*) FROM events WHERE payment_id = $1", payment)
+    finally:
+        await conn.close()
+    assert revoked == {keys["disabled"]: True, keys["limited"]: True, keys["full"]: False}
+    assert events == 1, "only the delivery to the [webhooks] url is left"

@@ -361,3 +361,16 @@ async def test_a_url_delivery_cannot_encode_fails_its_delivery(  # type: ignore[
     row = await pool.fetchrow("SELECT status, attempts, last_error FROM events")
     assert (row["status"], row["attempts"]) == ("failed", 2)
     assert "UnicodeError" in row["last_error"]
+
+
+async def test_nothing_is_claimed_for_a_deleted_endpoint(pool, shop, receivers) -> None:
+    """A delivery written for an endpoint as it was deleted (the event's insert racing the
+    delete's update of its pending rows) is never sent."""
+    client, keys, _ = shop
+    endpoint = await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    await pay(client, keys["shop-a"])
+    await pool.execute(
+        "UPDATE webhook_endpoints SET deleted_at = now() WHERE id = $1", endpoint["id"]
+    )
+    await deliver_all(client, pool)
+    assert receivers["shop-a"].requests == []

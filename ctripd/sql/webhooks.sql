@@ -2,14 +2,15 @@
 -- Claim due events in one autocommitted statement: first attempts ($1 at most) before retries
 -- ($2 at most), $3 in all. An event waits while an earlier event of its payment to the same
 -- endpoint is pending. Events for the config endpoint (endpoint_id NULL) are claimed only when it
--- is set ($5). The claim is a lease: next_attempt_at moves $4 seconds ahead, so no row lock is
--- held over the HTTP call and a crashed worker's events come due again; the lease value is the
--- claim's token. Each row comes with its endpoint's URL and secrets (the previous one while its
+-- is set ($5), those for a deleted endpoint never. The claim is a lease: next_attempt_at moves
+-- $4 seconds ahead, so no row lock is held over the HTTP call and a crashed worker's events come
+-- due again; the lease value is the claim's token. Each row comes with its endpoint's URL and secrets (the previous one while its
 -- rotation overlap lasts).
 WITH fresh AS (
     SELECT e.seq, e.endpoint_id FROM events e
     WHERE e.status = 'pending' AND e.attempts = 0 AND NOT e.held AND e.next_attempt_at <= now()
-      AND (e.endpoint_id IS NOT NULL OR $5)
+      AND (e.endpoint_id IS NULL AND $5 OR EXISTS (
+          SELECT 1 FROM webhook_endpoints w WHERE w.id = e.endpoint_id AND w.deleted_at IS NULL))
       AND NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.payment_id = e.payment_id AND p.status = 'pending' AND p.seq < e.seq
@@ -20,7 +21,8 @@ WITH fresh AS (
 ), retry AS (
     SELECT e.seq, e.endpoint_id FROM events e
     WHERE e.status = 'pending' AND e.attempts > 0 AND e.next_attempt_at <= now()
-      AND (e.endpoint_id IS NOT NULL OR $5)
+      AND (e.endpoint_id IS NULL AND $5 OR EXISTS (
+          SELECT 1 FROM webhook_endpoints w WHERE w.id = e.endpoint_id AND w.deleted_at IS NULL))
       AND NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.payment_id = e.payment_id AND p.status = 'pending' AND p.seq < e.seq
