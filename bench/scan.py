@@ -237,7 +237,7 @@ async def start_watcher(
     """A watcher past its start-up (leadership, loading the watched set); seconds that took."""
     # As the daemon builds it: every request also checks the node's chain id.
     rpc = RpcClient(chain.name, chain.rpc, session, expected_chain_id=chain.chain_id)
-    watcher = ChainWatcher(chain, dsn, rpc, PaymentsConfig())
+    watcher = ChainWatcher(chain, dsn, rpc, PaymentsConfig(), operator_url=True)
     await pool.execute("UPDATE chains SET scanned_block = $1", last)
     started = time.perf_counter()
     assert await watcher.run_once() == 0

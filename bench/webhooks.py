@@ -155,7 +155,7 @@ async def fresh_event(pool: asyncpg.Pool, payment_id: str) -> str:
         payment_id,
     )
     async with pool.acquire() as conn, conn.transaction():
-        (event_id,) = await record_event(conn, "payment.created", payment_id)  # type: ignore[arg-type]
+        (event_id,) = await record_event(conn, "payment.created", payment_id, operator_url=True)  # type: ignore[arg-type]
         return event_id
 
 

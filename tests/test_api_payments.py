@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp import web
 from test_scanner_support import ETH, cancel, chain_entry, send_native
+from test_webhooks import write_secret
 
 from ctripd.chain.wallet import Wallet
 from ctripd.dev import tokens as devtokens
@@ -39,12 +41,20 @@ async def create(client, headers, **fields):  # type: ignore[no-untyped-def]
     return await resp.json()
 
 
+def with_webhook_url(write_config, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A config with `[webhooks] url` set (never reached here): the default merchant's events
+    are written as deliveries to it, which these tests read."""
+    write_secret(tmp_path / "webhook-secret")
+    section = {"url": "http://127.0.0.1:9/hook", "secret_file": str(tmp_path / "webhook-secret")}
+    return write_config(toml={"webhooks": section})
+
+
 def _ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-async def test_create_native_payment(write_config, make_client, pool) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(write_config())
+async def test_create_native_payment(write_config, make_client, pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     headers = await new_key(pool)
     body = {
         "chain": "anvil",
@@ -112,15 +122,17 @@ async def test_create_native_payment(write_config, make_client, pool) -> None:  
     assert events[0]["payload"]["data"]["payment"] == payment
 
 
-async def test_created_event_matches_record_event(write_config, make_client, pool) -> None:  # type: ignore[no-untyped-def]
+async def test_created_event_matches_record_event(
+    write_config, make_client, pool, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     """The one-statement create writes the payload record_event would write for the same row."""
-    client = await make_client(write_config())
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     payment = await create(client, await new_key(pool), metadata={"a": {"b": None}})
     written = await pool.fetchval("SELECT payload FROM events")
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        (event_id,) = await record_event(conn, "payment.created", payment["id"])
+        (event_id,) = await record_event(conn, "payment.created", payment["id"], operator_url=True)
         reference = await conn.fetchval("SELECT payload FROM events WHERE id = $1", event_id)
         await tx.rollback()
     assert set(written) == set(reference)
@@ -168,8 +180,8 @@ async def test_every_payment_gets_its_own_address_across_processes(
     assert {p["address"] for p in made} == {WALLET.address(r["address_index"]) for r in rows}
 
 
-async def test_idempotency_key(write_config, make_client, pool) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(write_config())
+async def test_idempotency_key(write_config, make_client, pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     headers = await new_key(pool)
     body = {"chain": "anvil", "asset": "ETH", "amount": "2", "metadata": {"x": 1, "y": 2}}
     with_key = {**headers, "Idempotency-Key": "order-42"}
@@ -207,9 +219,9 @@ async def test_idempotency_key(write_config, make_client, pool) -> None:  # type
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_payment(
-    write_config, make_client, pool
+    write_config, make_client, pool, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(write_config())
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     headers = {**await new_key(pool), "Idempotency-Key": "same"}
     body = {"chain": "anvil", "asset": "ETH", "amount": "1"}
     answers = await asyncio.gather(
@@ -296,8 +308,8 @@ async def test_list_shows_transfers_and_sweeps(write_config, make_client, pool) 
     assert listed["sweep"] == {"status": "broadcast", "tx_hash": "0xcc"}
 
 
-async def test_cancel(write_config, make_client, pool) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(write_config())
+async def test_cancel(write_config, make_client, pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     headers = await new_key(pool)
     payment = await create(client, headers)
     url = f"/v1/payments/{payment['id']}/cancel"
@@ -340,8 +352,10 @@ async def test_cancel_waits_for_the_scanner(write_config, make_client, pool, anv
 
 
 @pytest.mark.parametrize("status", ["detected", "confirmed", "expired"])
-async def test_cancel_refused_unless_pending(status: str, write_config, make_client, pool) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(write_config())
+async def test_cancel_refused_unless_pending(
+    status: str, write_config, make_client, pool, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(with_webhook_url(write_config, tmp_path))
     headers = await new_key(pool)
     payment = await create(client, headers)
     await pool.execute("UPDATE payments SET status = $1", status)
@@ -439,3 +453,20 @@ async def test_dev_pay_token(write_config, make_client, pool, anvil) -> None:  #
     assert tx_hash.startswith("0x") and len(tx_hash) == 66
     balance = await asyncio.to_thread(devtokens.token_balance, anvil.url, token, payment["address"])
     assert balance == 3_500_000  # a token deployed in this test: no earlier balance
+
+
+async def test_events_for_the_config_url_only_while_it_is_set(  # type: ignore[no-untyped-def]
+    write_config, make_client, pool, tmp_path
+) -> None:
+    """Without `[webhooks] url` the default merchant's events write no delivery to it: one would
+    never settle, and every claim would read past the growing backlog."""
+    headers = await new_key(pool)
+    unset = await make_client(write_config())
+    payment = await create(unset, headers)
+    assert (await cancel(unset, payment["id"], headers)).ok
+    assert await pool.fetchval("SELECT count(*) FROM events") == 0
+    # (One client per test scans the chain: the second only creates.)
+    configured = await make_client(with_webhook_url(write_config, tmp_path))
+    payment = await create(configured, headers)
+    rows = await pool.fetch("SELECT payment_id, endpoint_id FROM events")
+    assert [tuple(r) for r in rows] == [(payment["id"], None)]

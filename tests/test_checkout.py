@@ -197,7 +197,7 @@ async def test_canceled_and_expired_payments(shop: Shop, pool) -> None:  # type:
         "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1", late["id"]
     )
     await shop.watcher.run_once()  # expiry waits for the scanner to catch up
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
     status = await shop.status(late["id"])
     assert (status["status"], status["expires_in"]) == ("expired", 0)
     page = await shop.page(late["id"])

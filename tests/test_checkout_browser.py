@@ -169,7 +169,7 @@ async def test_canceled_and_expired_payments_stop_showing_the_address(  # type: 
         "UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1", expired["id"]
     )
     await shop.watcher.run_once()  # expiry waits for the scanner to catch up
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
 
     for tab, state in zip(tabs, ("canceled", "expired"), strict=True):
         page = tab.page

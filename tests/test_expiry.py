@@ -36,7 +36,7 @@ async def _payments(pool: asyncpg.Pool, count: int, merchant: str = "default") -
     )
     ids = []
     for index in await payments.next_address_indexes(pool, count):
-        made = await payments.insert_payment(pool, WALLET, new, index)
+        made = await payments.insert_payment(pool, WALLET, new, index, operator_url=True)
         assert made is not None
         ids.append(made["id"])
     return ids
@@ -64,7 +64,7 @@ async def test_only_due_pending_payments_expire(pool: asyncpg.Pool) -> None:
     ):
         await pool.execute("UPDATE payments SET status = $2 WHERE id = $1", payment_id, status)
 
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
     statuses = dict(await pool.fetch("SELECT id, status FROM payments"))
     assert statuses == {
         due: "expired",
@@ -78,7 +78,7 @@ async def test_only_due_pending_payments_expire(pool: asyncpg.Pool) -> None:
     assert event["payment_id"] == due and event["merchant"] == "default"
     assert event["payload"]["data"]["payment"]["status"] == "expired"
 
-    assert await expiry.run_once(pool) == 0
+    assert await expiry.run_once(pool, operator_url=True) == 0
     assert await pool.fetchval("SELECT count(*) FROM events WHERE type = 'payment.expired'") == 1
 
 
@@ -90,7 +90,8 @@ async def test_concurrent_runs_expire_each_payment_once(db_dsn: str) -> None:
         ids = await _payments(first, 120)
         await _backdate(first, ids)
         counts = await asyncio.gather(
-            expiry.run_once(first, batch=7), expiry.run_once(second, batch=7)
+            expiry.run_once(first, operator_url=True, batch=7),
+            expiry.run_once(second, operator_url=True, batch=7),
         )
         assert sum(counts) == 120
         rows = await first.fetch(
@@ -111,8 +112,8 @@ async def test_a_locked_payment_is_skipped_not_waited_for(pool: asyncpg.Pool) ->
     await _backdate(pool, [held, free])
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", held)
-        assert await asyncio.wait_for(expiry.run_once(pool), timeout=10) == 1
-    assert await expiry.run_once(pool) == 1
+        assert await asyncio.wait_for(expiry.run_once(pool, operator_url=True), timeout=10) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
     assert await pool.fetchval("SELECT count(*) FROM payments WHERE status = 'expired'") == 2
 
 
@@ -126,7 +127,7 @@ async def test_expired_payment_through_the_api(write_config, make_client, pool) 
     )
     payment = await resp.json()
     await _backdate(pool, [payment["id"]])
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
     resp = await client.get(f"/v1/payments/{payment['id']}", headers=headers)
     assert (await resp.json())["status"] == "expired"
     resp = await client.get("/v1/payments?status=expired", headers=headers)
@@ -146,15 +147,15 @@ async def test_expiry_waits_for_the_scanner(write_config, make_client, pool, anv
     # The window ends after the scanner last caught up.
     await pool.execute("UPDATE payments SET expires_at = now() WHERE id = $1", payment_id)
     anvil.rpc("evm_mine")
-    assert await expiry.run_once(pool) == 0
+    assert await expiry.run_once(pool, operator_url=True) == 0
 
     await watcher.run_once()  # reads the new block: caught up with a head seen after the window
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1
     assert await pool.fetchval("SELECT status FROM payments WHERE id = $1", payment_id) == "expired"
 
     # With no new block, reaching the reported head again also counts.
     (idle,) = await _payments(pool, 1)
     await pool.execute("UPDATE payments SET expires_at = now() WHERE id = $1", idle)
-    assert await expiry.run_once(pool) == 0
+    assert await expiry.run_once(pool, operator_url=True) == 0
     await watcher.run_once()
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1

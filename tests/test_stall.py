@@ -56,7 +56,7 @@ async def test_a_stuck_node_stalls_the_chain_and_expiry_waits(  # type: ignore[n
         await watcher.run_once()
     stalls = [e for e in logs if e["event"] == "chain.stalled"]
     assert len(stalls) == 1 and stalls[0]["head_age_s"] >= 3600 and stalls[0]["stall_after"] == 60
-    assert await expiry.run_once(pool) == 0
+    assert await expiry.run_once(pool, operator_url=True) == 0
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 503
@@ -74,4 +74,4 @@ async def test_a_stuck_node_stalls_the_chain_and_expiry_waits(  # type: ignore[n
     (row,) = (await (await client.get("/v1/chains", headers=headers)).json())["data"]
     assert row["stalled"] is False
     assert 'ctripd_chain_stalled{chain="anvil"} 0.0' in await (await client.get("/metrics")).text()
-    assert await expiry.run_once(pool) == 1
+    assert await expiry.run_once(pool, operator_url=True) == 1

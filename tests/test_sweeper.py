@@ -78,7 +78,7 @@ class Rig:
             WALLET,
             gas_index,
             clock=lambda: self.now,
-            **kwargs,
+            **{"operator_url": True, **kwargs},
         )
         self.sweepers.append(sweeper)
         return sweeper

@@ -171,13 +171,13 @@ async def new_payment(pool: asyncpg.Pool, merchant: str = "default") -> str:
             f"0x{index:040x}",
             index,
         )
-        await record_event(conn, "payment.created", payment_id)  # type: ignore[arg-type]
+        await record_event(conn, "payment.created", payment_id, operator_url=True)  # type: ignore[arg-type]
     return payment_id
 
 
 async def add_event(pool: asyncpg.Pool, payment_id: str, event_type: str) -> str:
     async with pool.acquire() as conn, conn.transaction():
-        (event_id,) = await record_event(conn, event_type, payment_id)  # type: ignore[arg-type]
+        (event_id,) = await record_event(conn, event_type, payment_id, operator_url=True)  # type: ignore[arg-type]
         return event_id
 
 

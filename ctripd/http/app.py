@@ -242,7 +242,9 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             await _check_tokens(config, chain, rpc)
             await _start_cursor(pool, chain, rpc)
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
-            app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
+            app[WATCHERS][chain.name] = ChainWatcher(
+                chain, dsn, rpc, config.payments, operator_url=bool(config.webhooks.url)
+            )
         app[SWEEPERS] = make_sweepers(config, dsn, pool, app[RPC], app[WALLET])
         yield
         for watcher in app[WATCHERS].values():
@@ -296,8 +298,8 @@ def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator
         if worker.configured is None:
             log.warning(
                 "webhooks.url_unset",
-                reason="the default merchant's events for webhooks.url stay queued; "
-                "webhook endpoints of merchants are delivered",
+                reason="no deliveries of the default merchant's events to webhooks.url are "
+                "written; webhook endpoints of merchants are delivered",
             )
         if background:
             worker.start()
@@ -331,7 +333,11 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         every(chain.poll_interval, f"watch:{chain.name}", app[WATCHERS][chain.name].run_once)
     for name, sweeper in app[SWEEPERS].items():
         every(sweeper.chain.poll_interval, f"sweep:{name}", sweeper.run_once)
-    every(config.payments.expiry_interval, "expiry", lambda: expiry.run_once(app[POOL]))
+    every(
+        config.payments.expiry_interval,
+        "expiry",
+        lambda: expiry.run_once(app[POOL], operator_url=bool(config.webhooks.url)),
+    )
     every(COUNTS_INTERVAL, "counts", lambda: upkeep.fold_counts(app[POOL]))
     every(
         PRUNE_INTERVAL,

@@ -285,7 +285,9 @@ async def create_payment(request: web.Request) -> web.Response:
     pool = app[API_POOL]
     await _require_cursor(request, new.chain)
     index = await app[API_STATE].indexes.take(pool)
-    payment = await payments.insert_payment(pool, app[WALLET], new, index)
+    payment = await payments.insert_payment(
+        pool, app[WALLET], new, index, operator_url=bool(app[CONFIG].webhooks.url)
+    )
     if payment is not None:
         return json_response(payment, 201, {"Location": f"/v1/payments/{payment['id']}"})
     assert idempotency_key is not None and new.request_hash is not None
@@ -357,7 +359,11 @@ async def cancel_payment(request: web.Request) -> web.Response:
     deadline = loop.time() + min(CANCEL_WAIT_MAX, 2 * poll + 1)
     while True:
         blocked_by = await payments.cancel_payment(
-            pool, payment_id, request[MERCHANT], requested_at
+            pool,
+            payment_id,
+            request[MERCHANT],
+            requested_at,
+            operator_url=bool(request.app[CONFIG].webhooks.url),
         )
         if blocked_by != "scanning" or loop.time() >= deadline:
             break

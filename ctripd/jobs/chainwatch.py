@@ -64,11 +64,14 @@ class ChainWatcher:
         rpc: RpcClient,
         payments: PaymentsConfig,
         step: int = STEP_BLOCKS,
+        *,
+        operator_url: bool,
     ) -> None:
+        """`operator_url`: `[webhooks] url` is set (see `record_event`)."""
         self.chain = chain
         self.dsn = dsn
         self.rpc = rpc
-        self.policy = Policy.from_config(payments)
+        self.policy = Policy.from_config(payments, operator_url)
         self.step = max(1, min(step, chain.max_range))
         self.window = max(MIN_WINDOW, 2 * chain.confirmations)
         self.state = WatchState()

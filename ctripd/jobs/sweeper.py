@@ -159,6 +159,7 @@ def make_sweepers(
             wallet,
             config.wallet.gas_wallet_index,
             gas_hardened=config.wallet.gas_wallet == "hardened",
+            operator_url=bool(config.webhooks.url),
         )
         for c in config.chains
     }
@@ -177,7 +178,10 @@ class Sweeper:
         gas_hardened: bool = True,
         clock: Callable[[], datetime] = _utcnow,
         crash_at: Step | None = None,
+        operator_url: bool,
     ) -> None:
+        """`operator_url`: `[webhooks] url` is set (see `record_event`)."""
+        self.operator_url = operator_url
         self.chain = chain
         self.dsn = dsn
         self.pool = pool
@@ -403,6 +407,7 @@ class Sweeper:
                         "payment.swept",
                         payment["id"],
                         extra={"sweep": _sweep_facts(done, payment["decimals"])},
+                        operator_url=self.operator_url,
                     )
         event = "sweep.confirmed" if ok else "sweep.failed"
         (log.info if ok else log.error)(

@@ -38,10 +38,16 @@ PAID = frozenset({"detected", "confirmed"})
 class Policy:
     tolerance_bps: int = 0
     late_window: timedelta = timedelta(days=1)
+    # `[webhooks] url` is set: the default merchant's events go there too (see record_event).
+    operator_url: bool = True
 
     @classmethod
-    def from_config(cls, payments: PaymentsConfig) -> Policy:
-        return cls(payments.underpayment_tolerance_bps, timedelta(seconds=payments.late_window))
+    def from_config(cls, payments: PaymentsConfig, operator_url: bool) -> Policy:
+        return cls(
+            payments.underpayment_tolerance_bps,
+            timedelta(seconds=payments.late_window),
+            operator_url,
+        )
 
 
 def due_minimum(amount: int, tolerance_bps: int) -> int:
@@ -226,7 +232,11 @@ async def orphan_after(conn: Conn, chain: ChainConfig, fork: int, policy: Policy
             block=transfer["block_number"],
         )
         await record_event(
-            _raw(conn), "payment.reorged", transfer["payment_id"], transfer=ctx.render(transfer)
+            _raw(conn),
+            "payment.reorged",
+            transfer["payment_id"],
+            transfer=ctx.render(transfer),
+            operator_url=policy.operator_url,
         )
     return len(orphaned)
 
@@ -330,7 +340,12 @@ async def _settle(
     loaded = await load_payments(conn, sorted({payment_id for _, payment_id, _ in events}))
     for event_type, payment_id, transfer in events:
         await record_event(
-            _raw(conn), event_type, payment_id, transfer=transfer, payment=loaded.get(payment_id)
+            _raw(conn),
+            event_type,
+            payment_id,
+            transfer=transfer,
+            payment=loaded.get(payment_id),
+            operator_url=ctx.policy.operator_url,
         )
 
 

@@ -38,10 +38,12 @@ async def record_event(
     transfer: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     payment: dict[str, Any] | None = None,
+    *,
+    operator_url: bool,
 ) -> list[str]:
     """Insert the outbox rows carrying the payment object as it is now, inside `conn`'s
     transaction: one delivery per endpoint the event goes to; returns their ids (the config
-    endpoint's first, for the default merchant).
+    endpoint's first, for the default merchant while `operator_url`: `[webhooks] url` is set).
 
     Call this after the state change, on the same connection, within the same transaction.
     `payment` is the object `load_payment` gave after that change, when the caller writes
@@ -69,7 +71,7 @@ async def record_event(
         "data": data,
     }
     rows = await conn.fetch(
-        Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now
+        Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now, operator_url
     )
     return [r["id"] for r in rows]
 

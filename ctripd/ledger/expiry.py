@@ -26,14 +26,20 @@ log = structlog.get_logger(__name__)
 BATCH = 200
 
 
-async def run_once(pool: asyncpg.Pool, batch: int = BATCH) -> int:
-    """Expire every due pending payment, `batch` per transaction; returns how many."""
+async def run_once(pool: asyncpg.Pool, *, operator_url: bool, batch: int = BATCH) -> int:
+    """Expire every due pending payment, `batch` per transaction; returns how many.
+    `operator_url`: `[webhooks] url` is set (see `record_event`)."""
     total = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
             expired = [r["id"] for r in await conn.fetch(Q["expire_due"], batch)]
             for payment_id in expired:
-                await record_event(cast(asyncpg.Connection, conn), "payment.expired", payment_id)
+                await record_event(
+                    cast(asyncpg.Connection, conn),
+                    "payment.expired",
+                    payment_id,
+                    operator_url=operator_url,
+                )
         total += len(expired)
         if expired:
             log.info("payments.expired", count=len(expired))

@@ -64,7 +64,12 @@ class IndexPool:
 
 
 async def insert_payment(
-    conn: asyncpg.Connection | asyncpg.Pool, wallet: Wallet, new: NewPayment, index: int
+    conn: asyncpg.Connection | asyncpg.Pool,
+    wallet: Wallet,
+    new: NewPayment,
+    index: int,
+    *,
+    operator_url: bool,
 ) -> dict[str, Any] | None:
     """Insert the payment at the wallet's address `index`, bound to its merchant, and its
     `payment.created` event in one statement (so atomically).
@@ -128,6 +133,7 @@ async def insert_payment(
         event_id,
         orjson.dumps(payload).decode(),
         binding(wallet, row["id"], new.merchant, new.chain, index),
+        operator_url,
     )
     return payment if inserted is not None else None
 
@@ -177,7 +183,12 @@ async def list_payments(
 
 
 async def cancel_payment(
-    pool: asyncpg.Pool, payment_id: str, merchant: str, requested_at: datetime
+    pool: asyncpg.Pool,
+    payment_id: str,
+    merchant: str,
+    requested_at: datetime,
+    *,
+    operator_url: bool,
 ) -> str | None:
     """Cancel a pending payment with its `payment.canceled` event in one transaction, once its
     chain is scanned past `requested_at`.
@@ -188,7 +199,12 @@ async def cancel_payment(
     """
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval(Q["cancel_payment"], payment_id, merchant, requested_at):
-            await record_event(cast(asyncpg.Connection, conn), "payment.canceled", payment_id)
+            await record_event(
+                cast(asyncpg.Connection, conn),
+                "payment.canceled",
+                payment_id,
+                operator_url=operator_url,
+            )
             return None
         row = await conn.fetchrow(Q["status_of_payment"], payment_id, merchant)
     if row is None:

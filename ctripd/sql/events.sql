@@ -1,8 +1,9 @@
 -- name: insert_event
--- One row per delivery target of the event (see event_targets), each payload carrying its id.
+-- One row per delivery target of the event (see event_targets; $7: `[webhooks] url` is set), each
+-- payload carrying its id.
 INSERT INTO events (id, payment_id, merchant, endpoint_id, type, payload, created_at)
 SELECT t.id, $2, $3, t.endpoint_id, $4, jsonb_set($5::jsonb, '{id}', to_jsonb(t.id)), $6
-FROM event_targets($3, $4, $1) t
+FROM event_targets($3, $4, $1, $7) t
 RETURNING id;
 
 -- name: list_events

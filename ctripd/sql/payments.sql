@@ -36,7 +36,7 @@ WITH p AS (
     INSERT INTO events (id, payment_id, merchant, endpoint_id, type, payload, created_at)
     SELECT t.id, p.id, p.merchant, t.endpoint_id, 'payment.created',
            jsonb_set($19::text::jsonb, '{id}', to_jsonb(t.id)), p.created_at
-    FROM p CROSS JOIN LATERAL event_targets(p.merchant, 'payment.created', $18) t
+    FROM p CROSS JOIN LATERAL event_targets(p.merchant, 'payment.created', $18, $21) t
 )
 SELECT id AS payment_id FROM p;
 
