@@ -242,8 +242,21 @@ async def test_concurrent_clients_create_and_read_payments_without_errors(
     rng, seed = seeded("load")
     td6 = await asyncio.to_thread(devtokens.deploy_token, anvil.url, "erc20_6", ACCOUNT0)
     port = free_port()
+    # A `[webhooks] url` (nothing listens; its first retry comes after the run) so that each
+    # payment's payment.created is written as a delivery to it, counted below.
+    (tmp_path / "webhook-secret").write_text(f"whsec_{'A' * 32}\n")
+    (tmp_path / "webhook-secret").chmod(0o600)
+    webhooks = {
+        "url": f"http://127.0.0.1:{free_port()}/hook",
+        "secret_file": str(tmp_path / "webhook-secret"),
+        "retry_schedule": [3600],
+    }
     config = write_config(
-        toml={"server": {"port": port}, "daemon": {"shutdown_timeout": 5}},
+        toml={
+            "server": {"port": port},
+            "daemon": {"shutdown_timeout": 5},
+            "webhooks": webhooks,
+        },
         chains=[
             {
                 "name": "anvil",
