@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from test_api_payments import with_webhook_url
 from test_rpc import Proxy
 from test_scanner_support import (
     ETH,
@@ -88,8 +89,10 @@ async def test_one_scanner_per_chain_and_takeover(write_config, pool, anvil, rig
         ]
 
 
-async def test_two_app_instances_share_the_work(write_config, make_client, pool, anvil) -> None:  # type: ignore[no-untyped-def]
-    config = write_config()
+async def test_two_app_instances_share_the_work(
+    write_config, make_client, pool, anvil, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    config = with_webhook_url(write_config, tmp_path)  # its deliveries are the events read here
     first, second = await make_client(config), await make_client(config)
     headers = await bearer(pool)
     resp = await first.post(
