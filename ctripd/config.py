@@ -213,6 +213,9 @@ class ChainConfig:
     max_fee_per_gas: int = field(default=500 * 10**9, metadata=_bounded(1))
     # A sweep not mined after this many seconds is replaced with a higher fee.
     replace_after: int = field(default=120, metadata=_SECONDS)
+    # Seconds between the chain's blocks: a head younger than two of them shows the chain as of
+    # the moment it was read (cancel and expiry trust it); an older one only as of its own time.
+    block_time: float = field(default=12.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     # A head block older than this many seconds: the chain (or every node of it) is stalled.
     stall_after: int = field(default=120, metadata=_SECONDS)
 

@@ -160,6 +160,8 @@ def write_config(tmp_path: Path, db_dsn: str, anvil: AnvilProcess):  # type: ign
             "rpc": [anvil.url],
             "confirmations": 2,
             "poll_interval": 1,
+            # Anvil mines on demand: a head read a minute after its block still shows the chain.
+            "block_time": 30,
             "native": {"symbol": "ETH", "decimals": 18},
             "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
         }

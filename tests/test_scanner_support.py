@@ -39,6 +39,8 @@ def chain_entry(anvil: AnvilProcess, **overrides: Any) -> dict[str, Any]:
         "rpc": [anvil.url],
         "confirmations": 2,
         "poll_interval": 1,
+        # Anvil mines on demand: a head read a minute after its block still shows the chain.
+        "block_time": 30,
         "native": {"symbol": "ETH", "decimals": 18},
         "treasury": TREASURY,
     }

@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 STEP_BLOCKS = 100
 # Steps being read at once (the one to apply next included).
 PIPELINE = 3
+# A head younger than this many block times shows the chain as of the moment it was read.
+HEAD_TRUST_BLOCKS = 2
 # Block hashes kept for reorg detection, at least; chains with many confirmations keep 2x those.
 MIN_WINDOW = 64
 
@@ -71,6 +73,8 @@ class ChainWatcher:
         self.policy = Policy.from_config(payments)
         self.step = max(1, min(step, chain.max_range))
         self.window = max(MIN_WINDOW, 2 * chain.confirmations)
+        # Seconds a head block is taken to show the chain as of the moment it was read.
+        self.head_trust = HEAD_TRUST_BLOCKS * chain.block_time
         self.state = WatchState()
         # 20-byte addresses of every payment, of this chain and of the others (funds sent on the
         # wrong network are recorded and held): funds are recorded whatever the payment's
@@ -178,7 +182,7 @@ class ChainWatcher:
         latest = await self.rpc.head()
         head = latest.number
         head_time = datetime.fromtimestamp(latest.timestamp, UTC)
-        await conn.execute(Q["record_head"], name, head, head_time, self.chain.stall_after)
+        await conn.execute(Q["record_head"], name, head, head_time, self.head_trust)
         self._watch_stall(latest, head_time)
         await self._refresh_watched(conn)
         cursor = await conn.fetchval(Q["chain_cursor"], name)
@@ -266,7 +270,7 @@ class ChainWatcher:
                 [b.parent_hash for b in kept],
             )
             await conn.execute(Q["prune_blocks"], name, last - self.window)
-            await conn.execute(Q["move_cursor"], name, cursor, last, self.chain.stall_after)
+            await conn.execute(Q["move_cursor"], name, cursor, last, self.head_trust)
         if credited:
             log.info("chain.credited", chain=name, transfers=credited, first=scan.blocks[0].number)
 
@@ -305,7 +309,7 @@ class ChainWatcher:
                 raise LostRaceError(f"{name}: cursor moved from {cursor} by another process")
             orphaned = await orphan_after(conn, self.chain, fork, self.policy)
             await conn.execute(Q["drop_blocks_after"], name, fork)
-            await conn.execute(Q["move_cursor"], name, cursor, fork, self.chain.stall_after)
+            await conn.execute(Q["move_cursor"], name, cursor, fork, self.head_trust)
         log.warning(
             "chain.reorg", chain=name, fork_block=fork, depth=cursor - fork, orphaned=orphaned
         )

@@ -64,7 +64,8 @@ CROSS JOIN LATERAL (
     ORDER BY block_number DESC, id DESC
     LIMIT $2
 ) t
-LEFT JOIN chains c ON c.name = t.chain;
+LEFT JOIN chains c ON c.name = t.chain
+ORDER BY t.payment_id, t.block_number DESC, t.id DESC;
 
 -- name: transfer_summaries
 -- What the transfer summary of payments $1 adds up: rows, transfers and amounts per payment,
@@ -101,7 +102,7 @@ ORDER BY sp.payment_id, s.id DESC;
 UPDATE payments p SET status = 'canceled', canceled_at = now()
 WHERE id = $1 AND merchant = $2 AND status = 'pending'
   AND (SELECT c.caught_up_at FROM chains c WHERE c.name = p.chain) >= $3
-RETURNING id;
+RETURNING chain;
 
 -- name: status_of_payment
 SELECT status, chain FROM payments WHERE id = $1 AND merchant = $2;
