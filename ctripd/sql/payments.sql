@@ -108,9 +108,10 @@ RETURNING chain;
 SELECT status, chain FROM payments WHERE id = $1 AND merchant = $2;
 
 -- name: expire_due
--- Pending payments past their window, once their chain's scanner has caught up with a head seen
--- after it (no transfer mined in time is still unread); SKIP LOCKED so that concurrent runs
--- (several processes) and a watcher crediting one of them never block or expire a payment twice.
+-- Pending payments past their window, once their chain is read past it (caught_up_at: see
+-- chains.record_head; no transfer mined in time is still unread); SKIP LOCKED so that concurrent
+-- runs (several processes) and a watcher crediting one of them never block or expire a payment
+-- twice.
 UPDATE payments SET status = 'expired', expired_at = now()
 WHERE id IN (
     SELECT id FROM payments
