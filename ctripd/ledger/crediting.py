@@ -136,12 +136,12 @@ async def credit_range(
     addresses = sorted({t.to_address for t in transfers})
     payments = await conn.fetch(Q["lock_payments_for_step"], chain.name, addresses)
     by_address = {p["address"].lower(): p for p in payments}
-    own = {
-        r[0]
-        for r in await conn.fetch(
-            Q["own_sweep_txs"], chain.name, sorted({t.tx_hash.lower() for t in transfers})
-        )
-    }
+    tx_hashes = sorted({t.tx_hash.lower() for t in transfers})
+    own = (
+        {r[0] for r in await conn.fetch(Q["own_sweep_txs"], chain.name, tx_hashes)}
+        if tx_hashes
+        else set()
+    )
     rows: list[tuple[Any, ...]] = []
     dust: dict[tuple[str, str, str], _Dust] = {}
     times: dict[int, int] = {}
