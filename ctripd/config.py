@@ -239,6 +239,14 @@ class ChainConfig:
         """The configured token at `address` (any case), or None."""
         return next((t for t in self.tokens.values() if t.address.lower() == address.lower()), None)
 
+    def asset_at(self, token_address: str | None) -> tuple[str, int] | None:
+        """(symbol, decimals) of the native coin (None) or of a configured token; None if the
+        token is not one of the chain's."""
+        if token_address is None:
+            return self.native.symbol, self.native.decimals
+        token = self.token_at(token_address)
+        return (token.symbol, token.decimals) if token else None
+
     def asset(self, symbol: str) -> tuple[str | None, int] | None:
         """(token address or None for native, decimals) of an asset symbol, or None if unknown."""
         if symbol == self.native.symbol:

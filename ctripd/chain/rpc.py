@@ -75,8 +75,8 @@ _NODE_SIDE_CODES = frozenset({-32603, -32002, _LIMIT_CODE, -32601, 429, -32029, 
 # (nonce too low, underpriced, insufficient funds, execution reverted, ...) match none of these.
 _NODE_SIDE_MESSAGE = re.compile(
     r"header not found|unknown block|missing trie node|not (yet )?synced|syncing|pruned"
-    r"|rate.?limit|too many requests|quota|credits|capacity|daily (request )?limit"
-    r"|internal error|timed? ?out|unavailable|overload|busy|try again|upstream|backend",
+    r"|internal error|timed? ?out|unavailable|overload|busy|try again|upstream|backend|"
+    + _RATE_LIMIT.pattern,
     re.IGNORECASE,
 )
 
@@ -481,13 +481,14 @@ class RpcClient:
         """
         now = time.monotonic()
         live = [e for e in self.endpoints if e.held_until <= now]
-        if len(live) < 2:
-            block = await self.call("eth_getBlockByNumber", ["latest", False])
-            return _head(self.chain, block)
-        results = await asyncio.gather(*(self._latest_of(e) for e in live), return_exceptions=True)
-        heads = {id(e): h for e, h in zip(live, results, strict=True) if isinstance(h, Head)}
+        heads: dict[int, Head] = {}
+        if len(live) > 1:
+            results = await asyncio.gather(
+                *(self._latest_of(e) for e in live), return_exceptions=True
+            )
+            heads = {id(e): h for e, h in zip(live, results, strict=True) if isinstance(h, Head)}
         if not heads:
-            # Every URL failed just now: the usual round of retries decides.
+            # One URL to ask, or every one failed just now: the usual round of retries decides.
             block = await self.call("eth_getBlockByNumber", ["latest", False])
             return _head(self.chain, block)
         best = max(h.number for h in heads.values())

@@ -267,9 +267,7 @@ async def _start_cursor(pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient) 
     except CtripdError as exc:
         log.warning("chain.cursor_pending", chain=chain.name, error=str(exc))
         return
-    first = chains_ledger.first_block(chain, head)
-    if await chains_ledger.init_cursor(pool, chain.name, first):
-        log.info("chain.cursor_initialized", chain=chain.name, first_block=first)
+    await chains_ledger.ensure_cursor(pool, chain, head)
 
 
 async def _check_tokens(config: Config, chain: ChainConfig, rpc: RpcClient) -> None:

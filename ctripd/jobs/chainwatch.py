@@ -24,7 +24,7 @@ from ctripd.chain.scanner import ChainMovedError, RangeScan, scan_range
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn
 from ctripd.errors import DatabaseError
-from ctripd.ledger.chains import first_block, init_cursor, stalled
+from ctripd.ledger.chains import ensure_cursor, stalled
 from ctripd.ledger.crediting import Policy, credit_range, orphan_after
 
 Q = db.queries("chains")
@@ -187,10 +187,7 @@ class ChainWatcher:
         await self._refresh_watched(conn)
         cursor = await conn.fetchval(Q["chain_cursor"], name)
         if cursor is None:
-            start = first_block(self.chain, head)
-            cursor = start - 1
-            await init_cursor(conn, name, start)
-            log.info("chain.cursor_initialized", chain=name, first_block=start)
+            cursor = await ensure_cursor(conn, self.chain, head)
         expected = await conn.fetchval(Q["block_hash"], name, cursor)
         if cursor >= head and await self._tip_replaced(conn, head):
             try:

@@ -171,7 +171,7 @@ async def list_payments(
 
 async def database_now(pool: asyncpg.Pool) -> datetime:
     """The database's clock, which the scanner's caught-up times are read by."""
-    now: datetime = await pool.fetchval("SELECT now()")
+    now: datetime = await pool.fetchval(Q["database_now"])
     return now
 
 

@@ -9,13 +9,6 @@ SELECT p.*, c.head
 FROM payments p LEFT JOIN chains c ON c.name = p.chain
 WHERE p.id = ANY($1::text[]);
 
--- name: sweep_of_payment
-SELECT s.status, s.tx_hash
-FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
-WHERE sp.payment_id = $1 AND s.kind <> 'gas_topup'
-ORDER BY s.id DESC
-LIMIT 1;
-
 -- name: next_address_indexes
 SELECT nextval('address_index_seq') AS index FROM generate_series(1, $1);
 
@@ -103,6 +96,9 @@ UPDATE payments p SET status = 'canceled', canceled_at = now()
 WHERE id = $1 AND merchant = $2 AND status = 'pending'
   AND (SELECT c.caught_up_at FROM chains c WHERE c.name = p.chain) >= $3
 RETURNING chain;
+
+-- name: database_now
+SELECT now();
 
 -- name: status_of_payment
 SELECT status, chain FROM payments WHERE id = $1 AND merchant = $2;
