@@ -221,6 +221,9 @@ class ChainConfig:
     max_fee_per_gas: int = field(default=500 * 10**9, metadata=_bounded(1))
     # A sweep not mined after this many seconds is replaced with a higher fee.
     replace_after: int = field(default=120, metadata=_SECONDS)
+    # Seconds between the chain's blocks: a head younger than two of them shows the chain as of
+    # the moment it was read (cancel and expiry trust it); an older one only as of its own time.
+    block_time: float = field(default=12.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     # A head block older than this many seconds: the chain (or every node of it) is stalled.
     stall_after: int = field(default=120, metadata=_SECONDS)
 
@@ -243,6 +246,14 @@ class ChainConfig:
     def token_at(self, address: str) -> Token | None:
         """The configured token at `address` (any case), or None."""
         return next((t for t in self.tokens.values() if t.address.lower() == address.lower()), None)
+
+    def asset_at(self, token_address: str | None) -> tuple[str, int] | None:
+        """(symbol, decimals) of the native coin (None) or of a configured token; None if the
+        token is not one of the chain's."""
+        if token_address is None:
+            return self.native.symbol, self.native.decimals
+        token = self.token_at(token_address)
+        return (token.symbol, token.decimals) if token else None
 
     def asset(self, symbol: str) -> tuple[str | None, int] | None:
         """(token address or None for native, decimals) of an asset symbol, or None if unknown."""

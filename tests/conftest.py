@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -107,9 +108,12 @@ def anvil_node() -> Iterator[AnvilProcess]:
 def anvil(anvil_node: AnvilProcess) -> Iterator[AnvilProcess]:
     """The worker's Anvil, reverted after the test to the state it had before.
 
-    A block is mined first: Anvil mines only on demand, and a head left minutes old by the tests
-    before would read as a stalled chain (`stall_after`).
+    A block of now is mined first: Anvil mines only on demand, and `evm_revert` also turns its
+    clock back, so after the tests before its blocks would carry times minutes old: a node behind
+    its chain, or a stalled one (`block_time`, `stall_after`).
     """
+    latest = int(anvil_node.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    anvil_node.rpc("evm_setNextBlockTimestamp", [max(int(time.time()), latest + 1)])
     anvil_node.rpc("evm_mine")
     snapshot = anvil_node.rpc("evm_snapshot")
     yield anvil_node
@@ -160,6 +164,8 @@ def write_config(tmp_path: Path, db_dsn: str, anvil: AnvilProcess):  # type: ign
             "rpc": [anvil.url],
             "confirmations": 2,
             "poll_interval": 1,
+            # Anvil mines on demand: a head read a minute after its block still shows the chain.
+            "block_time": 30,
             "native": {"symbol": "ETH", "decimals": 18},
             "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
         }

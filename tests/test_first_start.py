@@ -4,11 +4,15 @@ paid in between was never seen."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import asyncpg
+from structlog.testing import capture_logs
 
 from ctripd.dev.devnet import AnvilProcess, free_port
+from ctripd.http import app as app_module
 from ctripd.http import auth as apikeys
 from ctripd.http.keys import WATCHERS
 
@@ -66,3 +70,33 @@ async def test_no_payments_on_a_chain_whose_cursor_could_not_start(  # type: ign
     assert problem["detail"].startswith("chain dead is not watched yet")
     ok = await client.post("/v1/payments", json={**body, "chain": "anvil"}, headers=auth)
     assert ok.status == 201
+
+
+async def test_a_node_that_never_answers_does_not_hold_the_start_back(  # type: ignore[no-untyped-def]
+    write_config, make_client, pool: asyncpg.Pool, anvil: AnvilProcess, monkeypatch
+) -> None:
+    """Start-up checks ran chain after chain, each as long as its retries over a provider that
+    swallows requests: with systemd waiting for READY=1, a restart loop."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; the client hangs up
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(app_module, "START_CHECKS_DEADLINE", 0.5)
+    black_hole = {**chain("hole", 31338, f"http://127.0.0.1:{port}"), "rpc_timeout": 60}
+    config = write_config(chains=[chain("anvil", 31337, anvil.url), black_hole])
+    try:
+        with capture_logs() as logs:
+            started = time.monotonic()
+            client = await asyncio.wait_for(make_client(config), 20)
+            assert time.monotonic() - started < 20
+    finally:
+        server.close()
+    timed_out = [e for e in logs if e["event"] == "chain.start_checks_timed_out"]
+    assert [e["chain"] for e in timed_out] == ["hole"]
+    cursors = dict(await pool.fetch("SELECT name, scanned_block FROM chains"))
+    assert cursors["anvil"] is not None and cursors["hole"] is None
+    body = {"chain": "hole", "asset": "ETH", "amount": "0.01"}
+    resp = await client.post("/v1/payments", json=body, headers=await headers(pool))
+    assert resp.status == 503

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from test_expiry import _payments
 from test_webhooks import new_payment
 from yoyo import get_backend, read_migrations
 
@@ -108,3 +109,43 @@ async def test_tenant_rollbacks_grant_no_key_more_and_keep_no_stray_delivery(
         await conn.close()
     assert revoked == {keys["disabled"]: True, keys["limited"]: True, keys["full"]: False}
     assert events == 1, "only the delivery to the [webhooks] url is left"
+
+
+async def test_rolling_dust_back_keeps_live_dust_counted(db_dsn: str, pool: asyncpg.Pool) -> None:
+    """The dust migration's rollback used to delete every aggregate: funds counted in payments'
+    sums and swept would vanish from the ledger."""
+    (payment_id,) = await _payments(pool, 1)
+    token = "0x" + "ab" * 20
+    for status, block_hash, count in (("orphaned", "0x01", 2), ("live", "0x02", 3)):
+        await pool.execute(
+            "INSERT INTO transfers (chain, tx_hash, kind, log_index, payment_id, token_address,"
+            " from_address, to_address, amount, block_number, block_hash, status,"
+            " transfer_count)"
+            " VALUES ('anvil', '0xaa', 'dust', 4, $1, $2, $3, $3, 30, 7, $4, $5, $6)",
+            payment_id,
+            token,
+            "0x" + "11" * 20,
+            block_hash,
+            status,
+            count,
+        )
+
+    def rollback_dust() -> None:
+        with db.migrations_dir() as path:
+            backend = get_backend(db.yoyo_url(db_dsn))
+            try:
+                with backend.lock():
+                    todo = backend.to_rollback(read_migrations(str(path)))
+                    backend.rollback_migrations(todo.filter(lambda m: m.id >= "0013"))
+            finally:
+                backend.connection.close()
+
+    await pool.close()
+    await asyncio.to_thread(rollback_dust)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        rows = await conn.fetch("SELECT kind, log_index, amount, status FROM transfers")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("token", 4, 30, "live")]
+    await asyncio.to_thread(db.migrate, db_dsn)  # and forward again

@@ -63,8 +63,8 @@ def test_run_serves_logs_json_and_stops_on_sigterm(write_config, anvil, tmp_path
     assert "Traceback" not in err
 
 
-def test_dev_starts_twice_cleanly_and_refuses_public_chain(tmp_path: Path) -> None:
-    state = tmp_path / "dev"
+def test_dev_starts_twice_cleanly_and_refuses_public_chain(embedded_state_dir: Path) -> None:
+    state = embedded_state_dir / "dev"
     refused = subprocess.run(
         [sys.executable, "-m", "ctripd", "dev", "--state-dir", str(state), "--chain-id", "1"],
         capture_output=True,

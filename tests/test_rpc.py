@@ -506,8 +506,12 @@ async def test_head_fails_over_from_a_node_that_lags_the_others(anvil, proxies, 
     assert int(block["number"], 16) == real  # asked of the node that has it
     assert stuck.requests == 1
 
+    # Still stuck at the next scan: the cool-down doubles, the probe's good answer clears nothing.
+    await rpc.head()
+    assert rpc.endpoints[0].consecutive_failures == 2
+    assert rpc.endpoints[0].down_until - time.monotonic() > 1.5
+
     stuck.frozen_at = None  # caught up again: the head agrees, traffic returns to the first URL
-    rpc.endpoints[0].down_until = 0.0
     assert (await rpc.head()).number == real
     assert rpc.endpoints[0].ok
 
@@ -540,3 +544,28 @@ async def test_watcher_sees_payments_past_a_stuck_first_url(  # type: ignore[no-
         assert not watcher.rpc.endpoints[0].ok
     finally:
         await rig.close()
+
+
+async def test_a_rate_limited_get_logs_fails_over_without_shrinking(
+    anvil, proxies, session
+) -> None:  # type: ignore[no-untyped-def]
+    """Rate limits share wording ("limit exceeded") and code -32005 with range refusals: taken
+    for one, they halved the span down to one block instead of moving to the backup URL."""
+    primary = await proxies()
+    primary.node_error = {"code": -32005, "message": "daily request rate limit exceeded"}
+    rpc = RpcClient("anvil", [primary.url, anvil.url], session, max_logs_span=16)
+    end = int(anvil.rpc("eth_blockNumber"), 16)
+    start = max(0, end - 10)
+    logs = await rpc.get_logs(start, end, [SENDER], [TRANSFER_TOPIC])
+    assert logs == anvil.rpc(
+        "eth_getLogs",
+        [
+            {
+                "fromBlock": hex(start),
+                "toBlock": hex(end),
+                "address": [SENDER],
+                "topics": [TRANSFER_TOPIC],
+            }
+        ],
+    )
+    assert rpc.logs_span == 16 and not rpc.endpoints[0].ok

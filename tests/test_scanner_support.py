@@ -39,6 +39,8 @@ def chain_entry(anvil: AnvilProcess, **overrides: Any) -> dict[str, Any]:
         "rpc": [anvil.url],
         "confirmations": 2,
         "poll_interval": 1,
+        # Anvil mines on demand: a head read a minute after its block still shows the chain.
+        "block_time": 30,
         "native": {"symbol": "ETH", "decimals": 18},
         "treasury": TREASURY,
     }
@@ -104,23 +106,25 @@ def wait_mined(anvil: AnvilProcess, tx_hash: str) -> str:
     return tx_hash
 
 
+def signed_tx(anvil: AnvilProcess, **fields: Any) -> tuple[str, str]:
+    """(raw tx, hash) of a transaction of the sender signed offline (next nonce), so that
+    `anvil_reorg` can re-include it."""
+    nonce = int(anvil.rpc("eth_getTransactionCount", [SENDER, "pending"]), 16)
+    tx = {
+        "maxFeePerGas": 100 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+        "nonce": nonce,
+        "chainId": 31337,
+        "type": 2,
+        **fields,
+    }
+    signed = Account.sign_transaction(tx, SENDER_KEY)
+    return signed.raw_transaction.to_0x_hex(), signed.hash.to_0x_hex()
+
+
 def signed_native(anvil: AnvilProcess, to: str, value: int) -> tuple[str, str]:
     """(raw tx, hash) of a transfer signed offline, so it can be re-included by `anvil_reorg`."""
-    nonce = int(anvil.rpc("eth_getTransactionCount", [SENDER, "pending"]), 16)
-    signed = Account.sign_transaction(
-        {
-            "to": to,
-            "value": value,
-            "gas": 21_000,
-            "maxFeePerGas": 100 * 10**9,
-            "maxPriorityFeePerGas": 10**9,
-            "nonce": nonce,
-            "chainId": 31337,
-            "type": 2,
-        },
-        SENDER_KEY,
-    )
-    return signed.raw_transaction.to_0x_hex(), signed.hash.to_0x_hex()
+    return signed_tx(anvil, to=to, value=value, gas=21_000)
 
 
 def mine(anvil: AnvilProcess, blocks: int = 1) -> None:

@@ -11,10 +11,8 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from eth_account import Account
 from test_scanner_support import (
     SENDER,
-    SENDER_KEY,
     Rig,
     chain_entry,
     event_types,
@@ -24,6 +22,7 @@ from test_scanner_support import (
     mine,
     payment,
     signed_native,
+    signed_tx,
     wait_mined,
 )
 from web3 import Web3
@@ -167,22 +166,7 @@ def signed_spray(anvil: Any, token: str, to: str, amount: int, count: int) -> tu
     """(raw tx, hash) of a spray signed offline, so that `anvil_reorg` can re-include it."""
     contract = Web3().eth.contract(abi=devtokens.abi("TestToken"))
     data = contract.encode_abi("spray", [Web3.to_checksum_address(to), amount, count])
-    nonce = int(anvil.rpc("eth_getTransactionCount", [SENDER, "pending"]), 16)
-    signed = Account.sign_transaction(
-        {
-            "to": token,
-            "data": data,
-            "value": 0,
-            "gas": 3_000_000,
-            "maxFeePerGas": 100 * 10**9,
-            "maxPriorityFeePerGas": 10**9,
-            "nonce": nonce,
-            "chainId": 31337,
-            "type": 2,
-        },
-        SENDER_KEY,
-    )
-    return signed.raw_transaction.to_0x_hex(), signed.hash.to_0x_hex()
+    return signed_tx(anvil, to=token, data=data, value=0, gas=3_000_000)
 
 
 async def test_reorg_orphans_dust_per_block_and_counts_it_once_again(

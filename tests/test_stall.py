@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 from test_expiry import _payments
 from test_multiprocess import bearer
+from test_scanner_support import chain_entry
 
 from ctripd.dev.devnet import AnvilProcess, start_anvil
 from ctripd.http.keys import WATCHERS
@@ -36,16 +37,7 @@ async def test_a_stuck_node_stalls_the_chain_and_expiry_waits(  # type: ignore[n
 ) -> None:
     """A frozen node used to keep the chain "caught up" as of every scan, so expiry expired
     payments that may have been paid on the real chain, and readyz showed lag 0."""
-    chain = {
-        "name": "anvil",
-        "chain_id": 31337,
-        "rpc": [old_node.url],
-        "confirmations": 2,
-        "stall_after": 60,
-        "native": {"symbol": "ETH", "decimals": 18},
-        "treasury": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-    }
-    client = await make_client(write_config(chains=[chain]))
+    client = await make_client(write_config(chains=[chain_entry(old_node, stall_after=60)]))
     watcher = client.server.app[WATCHERS]["anvil"]
     headers = await bearer(pool)
     (payment_id,) = await _payments(pool, 1)
@@ -74,4 +66,30 @@ async def test_a_stuck_node_stalls_the_chain_and_expiry_waits(  # type: ignore[n
     (row,) = (await (await client.get("/v1/chains", headers=headers)).json())["data"]
     assert row["stalled"] is False
     assert 'ctripd_chain_stalled{chain="anvil"} 0.0' in await (await client.get("/metrics")).text()
+    assert await expiry.run_once(pool, operator_url=True) == 1
+
+
+@pytest.fixture
+def behind_node() -> Iterator[AnvilProcess]:
+    """A node a minute behind its chain: younger than `stall_after`, older than two blocks."""
+    node = start_anvil(extra_args=["--timestamp", str(int(time.time()) - 60)])
+    yield node
+    node.stop()
+
+
+async def test_a_node_behind_its_chain_is_not_read_as_now(  # type: ignore[no-untyped-def]
+    write_config, make_client, pool, behind_node
+) -> None:
+    """A head younger than `stall_after` used to count as the chain read up to now: a node a
+    minute behind let payments expire (and cancels pass) over transfers it had not seen yet."""
+    client = await make_client(write_config(chains=[chain_entry(behind_node, block_time=12)]))
+    watcher = client.server.app[WATCHERS]["anvil"]
+    (payment_id,) = await _payments(pool, 1)
+    await pool.execute("UPDATE payments SET expires_at = now() WHERE id = $1", payment_id)
+    await watcher.run_once()
+    assert (await client.get("/readyz")).status == 200  # behind, not stalled
+    assert await expiry.run_once(pool, operator_url=True) == 0
+
+    resume(behind_node)
+    await watcher.run_once()
     assert await expiry.run_once(pool, operator_url=True) == 1

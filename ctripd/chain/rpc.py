@@ -62,6 +62,11 @@ _RANGE_LIMIT = re.compile(
 # Infura / EIP-1474 "limit exceeded".
 _LIMIT_CODE = -32005
 
+# Rate limits and quotas, worded like range limits ("limit exceeded") and sharing their code.
+_RATE_LIMIT = re.compile(
+    r"rate.?limit|too many requests|quota|credits|capacity|daily|per second", re.IGNORECASE
+)
+
 # JSON-RPC errors that are the node's trouble, not the request's: another URL may well answer.
 # Internal error, resource unavailable, limit exceeded (quota, rate), method not found (a node
 # without the debug namespace: a backup may have it).
@@ -70,8 +75,8 @@ _NODE_SIDE_CODES = frozenset({-32603, -32002, _LIMIT_CODE, -32601, 429, -32029, 
 # (nonce too low, underpriced, insufficient funds, execution reverted, ...) match none of these.
 _NODE_SIDE_MESSAGE = re.compile(
     r"header not found|unknown block|missing trie node|not (yet )?synced|syncing|pruned"
-    r"|rate.?limit|too many requests|quota|credits|capacity|daily (request )?limit"
-    r"|internal error|timed? ?out|unavailable|overload|busy|try again|upstream|backend",
+    r"|internal error|timed? ?out|unavailable|overload|busy|try again|upstream|backend|"
+    + _RATE_LIMIT.pattern,
     re.IGNORECASE,
 )
 
@@ -107,7 +112,11 @@ def _error_parts(error: Any) -> tuple[int | None, str]:
 
 
 def _is_range_error(method: str, code: int | None, message: str) -> bool:
-    return method == "eth_getLogs" and (code == _LIMIT_CODE or bool(_RANGE_LIMIT.search(message)))
+    """eth_getLogs refused for its range or result size; a rate limit or an exhausted quota
+    (which share wording and code -32005 with it) is the node's trouble instead."""
+    if method != "eth_getLogs" or _RATE_LIMIT.search(message):
+        return False
+    return code == _LIMIT_CODE or bool(_RANGE_LIMIT.search(message))
 
 
 def _check_answers(answers: list[Any], methods: dict[int, str]) -> None:
@@ -355,8 +364,15 @@ class RpcClient:
         return min(free, key=lambda i: max(self.endpoints[i].down_until, now), default=None)
 
     async def _post(
-        self, endpoint: Endpoint, body: bytes, check: int | None, methods: dict[int, str]
+        self,
+        endpoint: Endpoint,
+        body: bytes,
+        check: int | None,
+        methods: dict[int, str],
+        probe: bool = False,
     ) -> list[dict[str, Any]]:
+        """One request to one URL. A good answer clears its cool-down, unless it is a `probe`
+        whose content decides that (a head may be answered well and still lag)."""
         started = time.perf_counter()
         endpoint.requests += 1
         try:
@@ -395,12 +411,16 @@ class RpcClient:
             self._failed(endpoint, type(exc).__name__)
             raise _TransportError(type(exc).__name__) from None
         endpoint.latency_ms = (time.perf_counter() - started) * 1000
+        if not probe:
+            self._succeeded(endpoint)
+        return answers
+
+    def _succeeded(self, endpoint: Endpoint) -> None:
         if not endpoint.ok:
             log.info("rpc.recovered", chain=self.chain, url=display_url(endpoint.url))
         endpoint.ok = True
         endpoint.consecutive_failures = 0
         endpoint.down_until = 0.0
-        return answers
 
     def _check_chain(self, answers: list[Any], check: int) -> None:
         """The answer to the eth_chainId riding along must be the configured chain's id (a
@@ -461,21 +481,27 @@ class RpcClient:
         """
         now = time.monotonic()
         live = [e for e in self.endpoints if e.held_until <= now]
-        if len(live) < 2:
-            block = await self.call("eth_getBlockByNumber", ["latest", False])
-            return _head(self.chain, block)
-        results = await asyncio.gather(*(self._latest_of(e) for e in live), return_exceptions=True)
-        heads = {id(e): h for e, h in zip(live, results, strict=True) if isinstance(h, Head)}
+        heads: dict[int, Head] = {}
+        if len(live) > 1:
+            results = await asyncio.gather(
+                *(self._latest_of(e) for e in live), return_exceptions=True
+            )
+            heads = {id(e): h for e, h in zip(live, results, strict=True) if isinstance(h, Head)}
         if not heads:
-            # Every URL failed just now: the usual round of retries decides.
+            # One URL to ask, or every one failed just now: the usual round of retries decides.
             block = await self.call("eth_getBlockByNumber", ["latest", False])
             return _head(self.chain, block)
         best = max(h.number for h in heads.values())
         for endpoint in live:
             head = heads.get(id(endpoint))
-            if head is not None and best - head.number > self.max_node_lag:
+            if head is None:
+                continue
+            if best - head.number > self.max_node_lag:
+                # Still lagging: its cool-down keeps doubling (the probe cleared nothing).
                 self._failed(endpoint, f"{best - head.number} blocks behind another URL")
                 del heads[id(endpoint)]
+            else:
+                self._succeeded(endpoint)
         return min(heads.values(), key=lambda h: h.number)
 
     async def _latest_of(self, endpoint: Endpoint) -> Head:
@@ -494,7 +520,7 @@ class RpcClient:
         if check is not None:
             request.append({"jsonrpc": "2.0", "id": check, "method": "eth_chainId", "params": []})
         methods = {first: "eth_getBlockByNumber"}
-        answers = await self._post(endpoint, orjson.dumps(request), check, methods)
+        answers = await self._post(endpoint, orjson.dumps(request), check, methods, probe=True)
         by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
         answer = by_id.get(first) or answers[0]  # `_post` saw ours, or a whole-batch refusal
         if "error" in answer:

@@ -98,6 +98,7 @@ def write_dev_config(
                 "rpc": [anvil.url],
                 "confirmations": 2,
                 "poll_interval": 1,
+                "block_time": 2,
                 "native": {"symbol": "ETH", "decimals": 18},
                 "tokens": {
                     symbol: {"address": address, "decimals": decimals}

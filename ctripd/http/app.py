@@ -62,6 +62,8 @@ from ctripd.log import configure_logging
 
 log = structlog.get_logger(__name__)
 
+# Seconds a chain's start-up checks (token decimals, first cursor) may take at most.
+START_CHECKS_DEADLINE = 30.0
 # Seconds between folds of the status counters (`/metrics`) and between prunes of old events.
 COUNTS_INTERVAL = 10
 PRUNE_INTERVAL = 300
@@ -239,12 +241,13 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
                 expected_chain_id=chain.chain_id,
             )
             app[RPC][chain.name] = rpc
-            await _check_tokens(config, chain, rpc)
-            await _start_cursor(pool, chain, rpc)
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
             app[WATCHERS][chain.name] = ChainWatcher(
                 chain, dsn, rpc, config.payments, operator_url=bool(config.webhooks.url)
             )
+        await asyncio.gather(
+            *(_start_chain(config, pool, chain, app[RPC][chain.name]) for chain in config.chains)
+        )
         app[SWEEPERS] = make_sweepers(config, dsn, pool, app[RPC], app[WALLET])
         yield
         for watcher in app[WATCHERS].values():
@@ -253,6 +256,20 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             await sweeper.close()
 
     return ctx
+
+
+async def _start_chain(
+    config: Config, pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient
+) -> None:
+    """A chain's start-up checks, all chains at once and each within START_CHECKS_DEADLINE: a
+    provider that swallows requests must not hold the API (and systemd's READY=1) back; what
+    could not be checked is a warning, and the scanner sets a missing cursor later."""
+    try:
+        async with asyncio.timeout(START_CHECKS_DEADLINE):
+            await _check_tokens(config, chain, rpc)
+            await _start_cursor(pool, chain, rpc)
+    except TimeoutError:
+        log.warning("chain.start_checks_timed_out", chain=chain.name, after_s=START_CHECKS_DEADLINE)
 
 
 async def _start_cursor(pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient) -> None:
@@ -266,9 +283,7 @@ async def _start_cursor(pool: asyncpg.Pool, chain: ChainConfig, rpc: RpcClient) 
     except CtripdError as exc:
         log.warning("chain.cursor_pending", chain=chain.name, error=str(exc))
         return
-    first = chains_ledger.first_block(chain, head)
-    if await chains_ledger.init_cursor(pool, chain.name, first):
-        log.info("chain.cursor_initialized", chain=chain.name, first_block=first)
+    await chains_ledger.ensure_cursor(pool, chain, head)
 
 
 async def _check_tokens(config: Config, chain: ChainConfig, rpc: RpcClient) -> None:

@@ -353,19 +353,22 @@ async def cancel_payment(request: web.Request) -> web.Response:
     if not PAYMENT_ID.fullmatch(payment_id):
         raise _not_found(payment_id)
     pool = request.app[API_POOL]
-    requested_at = datetime.now(UTC)
-    poll = max((c.poll_interval for c in request.app[CONFIG].chains), default=1.0)
+    requested_at = await payments.database_now(pool)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(CANCEL_WAIT_MAX, 2 * poll + 1)
+    started, poll = loop.time(), 1.0
     while True:
-        blocked_by = await payments.cancel_payment(
+        blocked_by, chain = await payments.cancel_payment(
             pool,
             payment_id,
             request[MERCHANT],
             requested_at,
             operator_url=bool(request.app[CONFIG].webhooks.url),
         )
-        if blocked_by != "scanning" or loop.time() >= deadline:
+        if blocked_by != "scanning":
+            break
+        config = request.app[CONFIG].chain(chain or "")
+        poll = config.poll_interval if config is not None else poll
+        if loop.time() - started >= min(CANCEL_WAIT_MAX, 2 * poll + 1):
             break
         await asyncio.sleep(CANCEL_RECHECK)
     if blocked_by == "missing":

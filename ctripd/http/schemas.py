@@ -61,6 +61,23 @@ def page_response(schema: str) -> Doc:
     return {"description": "A page", "content": openapi.json_content(openapi.ref(schema))}
 
 
+def _page_of(item: str) -> Doc:
+    """A page of a list endpoint: `data` of `item`s, newest first, and the cursor to the next."""
+    return {
+        "type": "object",
+        "required": ["data", "has_more", "next_cursor"],
+        "properties": {
+            "data": {"type": "array", "items": openapi.ref(item)},
+            "has_more": {"type": "boolean"},
+            "next_cursor": {
+                "type": "string",
+                "nullable": True,
+                "description": "Pass as `cursor` for the next (older) page.",
+            },
+        },
+    }
+
+
 CURSOR_PARAMETER: Doc = {
     "name": "cursor",
     "in": "query",
@@ -251,19 +268,7 @@ def _payment_schemas(config: Config) -> Doc:
                 },
             },
         },
-        "TransferList": {
-            "type": "object",
-            "required": ["data", "has_more", "next_cursor"],
-            "properties": {
-                "data": {"type": "array", "items": openapi.ref("Transfer")},
-                "has_more": {"type": "boolean"},
-                "next_cursor": {
-                    "type": "string",
-                    "nullable": True,
-                    "description": "Pass as `cursor` for the next (older) page.",
-                },
-            },
-        },
+        "TransferList": _page_of("Transfer"),
         "Payment": {
             "type": "object",
             "required": [
@@ -355,19 +360,7 @@ def _payment_schemas(config: Config) -> Doc:
                 },
             },
         },
-        "PaymentList": {
-            "type": "object",
-            "required": ["data", "has_more", "next_cursor"],
-            "properties": {
-                "data": {"type": "array", "items": openapi.ref("Payment")},
-                "has_more": {"type": "boolean"},
-                "next_cursor": {
-                    "type": "string",
-                    "nullable": True,
-                    "description": "Pass as `cursor` for the next (older) page.",
-                },
-            },
-        },
+        "PaymentList": _page_of("Payment"),
     }
 
 

@@ -24,7 +24,7 @@ from ctripd.chain.scanner import ChainMovedError, RangeScan, scan_range
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn
 from ctripd.errors import DatabaseError
-from ctripd.ledger.chains import first_block, init_cursor, stalled
+from ctripd.ledger.chains import ensure_cursor, stalled
 from ctripd.ledger.crediting import Policy, credit_range, orphan_after
 
 Q = db.queries("chains")
@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 STEP_BLOCKS = 100
 # Steps being read at once (the one to apply next included).
 PIPELINE = 3
+# A head younger than this many block times shows the chain as of the moment it was read.
+HEAD_TRUST_BLOCKS = 2
 # Block hashes kept for reorg detection, at least; chains with many confirmations keep 2x those.
 MIN_WINDOW = 64
 
@@ -74,6 +76,8 @@ class ChainWatcher:
         self.policy = Policy.from_config(payments, operator_url)
         self.step = max(1, min(step, chain.max_range))
         self.window = max(MIN_WINDOW, 2 * chain.confirmations)
+        # Seconds a head block is taken to show the chain as of the moment it was read.
+        self.head_trust = HEAD_TRUST_BLOCKS * chain.block_time
         self.state = WatchState()
         # 20-byte addresses of every payment, of this chain and of the others (funds sent on the
         # wrong network are recorded and held): funds are recorded whatever the payment's
@@ -181,15 +185,12 @@ class ChainWatcher:
         latest = await self.rpc.head()
         head = latest.number
         head_time = datetime.fromtimestamp(latest.timestamp, UTC)
-        await conn.execute(Q["record_head"], name, head, head_time, self.chain.stall_after)
+        await conn.execute(Q["record_head"], name, head, head_time, self.head_trust)
         self._watch_stall(latest, head_time)
         await self._refresh_watched(conn)
         cursor = await conn.fetchval(Q["chain_cursor"], name)
         if cursor is None:
-            start = first_block(self.chain, head)
-            cursor = start - 1
-            await init_cursor(conn, name, start)
-            log.info("chain.cursor_initialized", chain=name, first_block=start)
+            cursor = await ensure_cursor(conn, self.chain, head)
         expected = await conn.fetchval(Q["block_hash"], name, cursor)
         if cursor >= head and await self._tip_replaced(conn, head):
             try:
@@ -269,7 +270,7 @@ class ChainWatcher:
                 [b.parent_hash for b in kept],
             )
             await conn.execute(Q["prune_blocks"], name, last - self.window)
-            await conn.execute(Q["move_cursor"], name, cursor, last, self.chain.stall_after)
+            await conn.execute(Q["move_cursor"], name, cursor, last, self.head_trust)
         if credited:
             log.info("chain.credited", chain=name, transfers=credited, first=scan.blocks[0].number)
 
@@ -308,7 +309,7 @@ class ChainWatcher:
                 raise LostRaceError(f"{name}: cursor moved from {cursor} by another process")
             orphaned = await orphan_after(conn, self.chain, fork, self.policy)
             await conn.execute(Q["drop_blocks_after"], name, fork)
-            await conn.execute(Q["move_cursor"], name, cursor, fork, self.chain.stall_after)
+            await conn.execute(Q["move_cursor"], name, cursor, fork, self.head_trust)
         log.warning(
             "chain.reorg", chain=name, fork_block=fork, depth=cursor - fork, orphaned=orphaned
         )

@@ -217,7 +217,7 @@ class Sweeper:
             new = await self._plan(head)
             new += await self._plan_change(head)
             new += await self._plan_legacy_gas(head)
-            new += await self._plan_recoveries(head)
+            new += await self._plan_recoveries()
             if new:
                 rows = await self.pool.fetch(Q["sweeps_by_id"], new)
                 versions = await self._versions(rows)
@@ -668,7 +668,7 @@ class Sweeper:
             await self.pool.execute(Q["change_checked"], self.chain.name, [address])
         return new
 
-    async def _plan_recoveries(self, head: int) -> list[int]:
+    async def _plan_recoveries(self) -> list[int]:
         """Carry out approved recoveries: a native one sends the amount less its fee; a token
         one first has its gas topped up like a token sweep. The signing policy checks each
         against its approval and the payment's held funds."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
+import structlog
 
 from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
 from ctripd.errors import DatabaseError
 
 Q = queries("chains")
+log = structlog.get_logger(__name__)
 
 
 def lag(row: asyncpg.Record | None) -> int | None:
@@ -51,12 +53,12 @@ async def cursor(pool: asyncpg.Pool, name: str) -> int | None:
     return scanned
 
 
-def first_block(chain: ChainConfig, head: int) -> int:
-    """Where a chain's scan starts when it has no cursor: `start_block`, else the head."""
-    return chain.start_block if chain.start_block is not None else head
-
-
-async def init_cursor(conn: Conn | asyncpg.Pool, name: str, first: int) -> bool:
-    """Start the chain's scan at block `first` unless its cursor exists (first writer wins)."""
-    status: str = await conn.execute(Q["init_cursor"], name, first - 1)
-    return status.endswith(" 1")
+async def ensure_cursor(conn: Conn | asyncpg.Pool, chain: ChainConfig, head: int) -> int:
+    """The chain's last scanned block; a chain without a cursor starts at `start_block`, else at
+    `head` (the first writer wins: the API's start and the watcher may race)."""
+    first = chain.start_block if chain.start_block is not None else head
+    status: str = await conn.execute(Q["init_cursor"], chain.name, first - 1)
+    if status.endswith(" 1"):
+        log.info("chain.cursor_initialized", chain=chain.name, first_block=first)
+    scanned: int = await conn.fetchval(Q["chain_cursor"], chain.name)
+    return scanned

@@ -107,17 +107,8 @@ class _Context:
     policy: Policy
     now: datetime
 
-    def asset(self, token_address: str | None) -> tuple[str, int] | None:
-        """(symbol, decimals) of the native asset (None) or a configured token of the chain."""
-        if token_address is None:
-            return self.chain.native.symbol, self.chain.native.decimals
-        for token in self.chain.tokens.values():
-            if token.address.lower() == token_address.lower():
-                return token.symbol, token.decimals
-        return None
-
     def render(self, transfer: asyncpg.Record) -> dict[str, Any]:
-        asset = stored_asset(transfer) or self.asset(transfer["token_address"])
+        asset = stored_asset(transfer) or self.chain.asset_at(transfer["token_address"])
         return render_transfer(transfer, asset, self.scanned)
 
 
@@ -142,12 +133,12 @@ async def credit_range(
     addresses = sorted({t.to_address for t in transfers})
     payments = await conn.fetch(Q["lock_payments_for_step"], chain.name, addresses)
     by_address = {p["address"].lower(): p for p in payments}
-    own = {
-        r[0]
-        for r in await conn.fetch(
-            Q["own_sweep_txs"], chain.name, sorted({t.tx_hash.lower() for t in transfers})
-        )
-    }
+    tx_hashes = sorted({t.tx_hash.lower() for t in transfers})
+    own = (
+        {r[0] for r in await conn.fetch(Q["own_sweep_txs"], chain.name, tx_hashes)}
+        if tx_hashes
+        else set()
+    )
     rows: list[tuple[Any, ...]] = []
     dust: dict[tuple[str, str, str], _Dust] = {}
     times: dict[int, int] = {}
@@ -163,7 +154,7 @@ async def credit_range(
             key = (t.block_hash, payment["id"], (t.token_address or "").lower())
             dust.setdefault(key, _Dust(payment, t)).add(t)
             continue
-        symbol, decimals = ctx.asset(t.token_address) or (None, None)
+        symbol, decimals = ctx.chain.asset_at(t.token_address) or (None, None)
         rows.append(
             (
                 t.tx_hash,
@@ -196,7 +187,7 @@ async def credit_range(
 def _dust_row(ctx: _Context, dust: _Dust) -> tuple[Any, ...]:
     """The columns of upsert_dust for one aggregate."""
     last = dust.last
-    symbol, decimals = ctx.asset(last.token_address) or (None, None)
+    symbol, decimals = ctx.chain.asset_at(last.token_address) or (None, None)
     return (
         last.tx_hash,
         last.position,
@@ -262,6 +253,12 @@ async def _settle(
     events: list[tuple[str, str, dict[str, Any] | None]] = []
     for p in payments:
         new = fresh.get(p["id"], [])
+        # Each new transfer is announced but dust, which only moves the sums.
+        events.extend(
+            ("payment.transfer_received", p["id"], ctx.render(t))
+            for t in new
+            if t["kind"] != "dust"
+        )
         if p["chain"] != ctx.chain.name:
             # Sent on the wrong network: recorded, reported and held, never counted.
             for t in new:
@@ -274,11 +271,6 @@ async def _settle(
                     amount=str(t["amount"]),
                     asset=t["asset"],
                 )
-            events.extend(
-                ("payment.transfer_received", p["id"], ctx.render(t))
-                for t in new
-                if t["kind"] != "dust"
-            )
             continue
         received, confirmed = sums[p["id"]]
         completed_at = _completed_at(p, received, new, times, ctx)
@@ -324,11 +316,6 @@ async def _settle(
                 received=str(received),
                 confirmed=str(confirmed),
             )
-        events.extend(
-            ("payment.transfer_received", p["id"], ctx.render(t))
-            for t in new
-            if t["kind"] != "dust"
-        )
         if status in PAID and old not in PAID:
             events.append(("payment.detected", p["id"], None))
         if status == "confirmed" and old != "confirmed":

@@ -2,9 +2,10 @@
 event in the same transaction. Only `pending` expires: a `detected` payment's funds arrived.
 
 "Expired" says no payment came in time, which only the chain can tell: a payment expires once
-its chain's scanner has reached a head the node reported after `expires_at`. While the scanner
-lags (an RPC outage, a catch-up), its payments wait: one paid in time is detected, never first
-reported expired.
+its chain is read past `expires_at` (`chains.caught_up_at`: the scanner reached a head the node
+reported after it, a head young enough to show the chain as of then). While the scanner or its
+node lags (an RPC outage, a catch-up, a node behind or stuck), its payments wait: one paid in
+time is detected, never first reported expired.
 
 Safe with several processes: rows are claimed with FOR UPDATE SKIP LOCKED and re-checked as
 pending in the UPDATE, so no payment is expired (or reported) twice.

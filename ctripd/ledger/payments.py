@@ -182,6 +182,12 @@ async def list_payments(
     return page, Position(last["created_at"], last["id"]) if more and last else None
 
 
+async def database_now(pool: asyncpg.Pool) -> datetime:
+    """The database's clock, which the scanner's caught-up times are read by."""
+    now: datetime = await pool.fetchval(Q["database_now"])
+    return now
+
+
 async def cancel_payment(
     pool: asyncpg.Pool,
     payment_id: str,
@@ -189,28 +195,29 @@ async def cancel_payment(
     requested_at: datetime,
     *,
     operator_url: bool,
-) -> str | None:
+) -> tuple[str | None, str | None]:
     """Cancel a pending payment with its `payment.canceled` event in one transaction, once its
-    chain is scanned past `requested_at`.
+    chain is scanned past `requested_at` (a time of the database's clock).
 
-    Returns None when canceled now, else what prevented it: the payment's status, "missing" if
-    the merchant has no such payment, or "scanning" while a pending payment's chain is not yet
-    scanned past `requested_at`.
+    Returns (None, chain) when canceled now, else what prevented it and the payment's chain: its
+    status, "missing" if the merchant has no such payment (chain None), or "scanning" while a
+    pending payment's chain is not yet scanned past `requested_at`.
     """
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(Q["cancel_payment"], payment_id, merchant, requested_at):
+        chain = await conn.fetchval(Q["cancel_payment"], payment_id, merchant, requested_at)
+        if chain is not None:
             await record_event(
                 cast(asyncpg.Connection, conn),
                 "payment.canceled",
                 payment_id,
                 operator_url=operator_url,
             )
-            return None
+            return None, chain
         row = await conn.fetchrow(Q["status_of_payment"], payment_id, merchant)
     if row is None:
-        return "missing"
+        return "missing", None
     status: str = row["status"]
-    return "scanning" if status == "pending" else status
+    return ("scanning" if status == "pending" else status), row["chain"]
 
 
 async def list_all_payments(

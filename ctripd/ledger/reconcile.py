@@ -170,10 +170,7 @@ async def reconcile(pool: asyncpg.Pool, rpc: RpcClient, chain: ChainConfig) -> R
 def asset_of(chain: ChainConfig, token_address: str | None) -> tuple[str, int]:
     """(symbol, decimals) of a token address (None: the native coin); an unconfigured token is
     named by its address, in base units."""
-    if token_address is None:
-        return chain.native.symbol, chain.native.decimals
-    found = chain.token_at(token_address)
-    return (found.symbol, found.decimals) if found else (token_address, 0)
+    return chain.asset_at(token_address) or (str(token_address), 0)
 
 
 def _recovery(chain: ChainConfig, row: asyncpg.Record) -> Recovery:

@@ -4,12 +4,14 @@ ON CONFLICT (name) DO UPDATE SET chain_id = EXCLUDED.chain_id
 RETURNING *;
 
 -- name: record_head
--- $3: the head block's timestamp, $4: stall_after in seconds. A head the scanner already reached
--- (no new block) means it is caught up as of now, unless the head block is older than stall_after:
--- then only as of that block's time plus stall_after (a stuck node keeps answering the same head).
+-- $3: the head block's timestamp, $4: seconds a head is trusted (two block times). A head the
+-- scanner already reached (no new block) means it is caught up as of now, unless the head block
+-- is older than that: then only as of that block's time plus $4 (a node behind its chain, or
+-- stuck, keeps answering the same old head; the blocks mined since are unread).
 UPDATE chains SET head = $2, head_time = $3, head_seen_at = now(),
     caught_up_at = CASE WHEN scanned_block >= $2
-        THEN greatest(caught_up_at, least(now(), $3::timestamptz + $4::int * interval '1 second'))
+        THEN greatest(caught_up_at,
+                      least(now(), $3::timestamptz + $4::float8 * interval '1 second'))
         ELSE caught_up_at END
 WHERE name = $1;
 
@@ -32,11 +34,12 @@ WHERE name = $1 AND scanned_block IS NULL;
 
 -- name: move_cursor
 -- Compare-and-set: a range applies only on top of the cursor it was read from. Reaching the
--- recorded head means every transfer mined before that head was seen is recorded ($4:
--- stall_after in seconds, as in record_head).
+-- recorded head means every transfer mined before that head was seen is recorded ($4: seconds
+-- a head is trusted, as in record_head).
 UPDATE chains SET scanned_block = $3, scanned_at = now(),
     caught_up_at = CASE WHEN $3 >= head
-        THEN greatest(caught_up_at, least(head_seen_at, head_time + $4::int * interval '1 second'))
+        THEN greatest(caught_up_at,
+                      least(head_seen_at, head_time + $4::float8 * interval '1 second'))
         ELSE caught_up_at END
 WHERE name = $1 AND scanned_block = $2;
 

@@ -9,13 +9,6 @@ SELECT p.*, c.head
 FROM payments p LEFT JOIN chains c ON c.name = p.chain
 WHERE p.id = ANY($1::text[]);
 
--- name: sweep_of_payment
-SELECT s.status, s.tx_hash
-FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
-WHERE sp.payment_id = $1 AND s.kind <> 'gas_topup'
-ORDER BY s.id DESC
-LIMIT 1;
-
 -- name: next_address_indexes
 SELECT nextval('address_index_seq') AS index FROM generate_series(1, $1);
 
@@ -68,7 +61,8 @@ CROSS JOIN LATERAL (
     ORDER BY block_number DESC, id DESC
     LIMIT $2
 ) t
-LEFT JOIN chains c ON c.name = t.chain;
+LEFT JOIN chains c ON c.name = t.chain
+ORDER BY t.payment_id, t.block_number DESC, t.id DESC;
 
 -- name: transfer_summaries
 -- What the transfer summary of payments $1 adds up: rows, transfers and amounts per payment,
@@ -105,15 +99,19 @@ ORDER BY sp.payment_id, s.id DESC;
 UPDATE payments p SET status = 'canceled', canceled_at = now()
 WHERE id = $1 AND merchant = $2 AND status = 'pending'
   AND (SELECT c.caught_up_at FROM chains c WHERE c.name = p.chain) >= $3
-RETURNING id;
+RETURNING chain;
+
+-- name: database_now
+SELECT now();
 
 -- name: status_of_payment
 SELECT status, chain FROM payments WHERE id = $1 AND merchant = $2;
 
 -- name: expire_due
--- Pending payments past their window, once their chain's scanner has caught up with a head seen
--- after it (no transfer mined in time is still unread); SKIP LOCKED so that concurrent runs
--- (several processes) and a watcher crediting one of them never block or expire a payment twice.
+-- Pending payments past their window, once their chain is read past it (caught_up_at: see
+-- chains.record_head; no transfer mined in time is still unread); SKIP LOCKED so that concurrent
+-- runs (several processes) and a watcher crediting one of them never block or expire a payment
+-- twice.
 UPDATE payments SET status = 'expired', expired_at = now()
 WHERE id IN (
     SELECT id FROM payments

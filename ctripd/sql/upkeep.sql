@@ -21,10 +21,12 @@ SELECT coalesce(
 -- name: prune_events
 -- Delivered and failed events created before $1 with seq in ($3, $2), $4 at a time; their
 -- delivery attempts go with them (ON DELETE CASCADE). Pending events are never pruned.
+-- The status is checked again on the row itself: an event redelivered (made pending) while the
+-- delete waited for its lock stays.
 DELETE FROM events WHERE id IN (
     SELECT id FROM events
     WHERE seq > $3 AND seq < $2 AND created_at < $1 AND status IN ('delivered', 'failed')
     ORDER BY seq
     LIMIT $4
-)
+) AND status IN ('delivered', 'failed')
 RETURNING seq;

@@ -149,6 +149,7 @@ class ChainSpec:
     interval_mining: bool = True
     symbol: str = "ETH"
     replace_after: int = 120
+    block_time: float = 2.0
     stall_after: int = 120
     # Asset symbol → min_credit (base units): smaller transfers are dust, recorded in aggregate.
     min_credit: dict[str, int] = field(default_factory=dict)
@@ -170,6 +171,7 @@ class ChainSpec:
             },
             "treasury": self.treasury,
             "replace_after": self.replace_after,
+            "block_time": self.block_time,
             "stall_after": self.stall_after,
         }
 

@@ -102,8 +102,14 @@ async def _seed_payments(base: str, auth: dict[str, str], anvil: AnvilProcess) -
         token = await create("TD6", "12.5")
         partial = await create("ETH", "2")
         canceled = await create("TD18", "1")
-        async with http.post(f"/v1/payments/{canceled['id']}/cancel") as resp:
-            assert resp.status == 200, await resp.text()
+        # A cancel waits for the scanner to read past it; a busy machine may need a retry.
+        deadline = time.monotonic() + 60
+        while True:
+            async with http.post(f"/v1/payments/{canceled['id']}/cancel") as resp:
+                if resp.status == 200:
+                    break
+                assert resp.status == 409 and time.monotonic() < deadline, await resp.text()
+                await asyncio.sleep(float(resp.headers["Retry-After"]))
         for payment, value in ((native, 5 * 10**17), (partial, 10**18)):
             anvil.rpc(
                 "eth_sendTransaction",

@@ -139,6 +139,9 @@ async def test_reorg_storm_never_confirms_on_a_shallow_orphan(
             confirmations=CONFIRMATIONS,
             tokens={"USDT": (token, 6)},
             interval_mining=False,
+            # Blocks come when the storm makes them, seconds apart at times: a head that old
+            # still shows the chain (cancels and expiry need not wait for the next one).
+            block_time=30,
         )
         world = await open_world(
             tmp_path / "etc",

@@ -119,6 +119,7 @@ async def test_stalled_nodes_miss_nothing_and_expire_nothing_paid_in_time(
             random_address(rng),
             rpc=[proxy.url("a"), proxy.url("b")],
             rpc_timeout=1.0,
+            block_time=0.5,
             stall_after=STALL_AFTER,
         )
         world = await open_world(

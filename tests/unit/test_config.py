@@ -215,6 +215,7 @@ CHAIN_CASES: list[tuple[str, Any, str]] = [
     ("max_fee_per_gas", 0, "must be at least 1"),
     ("replace_after", 0, BETWEEN_1_AND_A_YEAR),
     ("stall_after", 0, BETWEEN_1_AND_A_YEAR),
+    ("block_time", 0, f"must be positive and at most {YEAR}"),
     ("native.decimals", 37, "must be between 0 and 36"),
     ("tokens.USDC.decimals", -1, "must be between 0 and 36"),
     ("tokens.USDC.dust_threshold", -5, "must not be negative"),
