@@ -1,6 +1,6 @@
-"""Benchmark: webhook delivery throughput, and fresh-event delay behind a failing backlog.
+"""Benchmark: webhook delivery throughput, and fresh-event delay behind failing backlogs.
 
-    .venv/bin/python -m bench.webhooks [--events 10000] [--dead 100000]
+    .venv/bin/python -m bench.webhooks [--events 10000] [--dead 100000] [--burst 25000]
 
 Real Postgres (CTRIPD_TEST_DSN, else an embedded pgserver in a temp dir), migrated like
 production. The receiver is an aiohttp server in its own process; the worker under test is
@@ -15,6 +15,10 @@ ctripd's `WebhookWorker` loop in this process (one asyncio thread, so one core),
    those retries, a fresh payment event arrives every 100 ms; its delay (recorded → delivered)
    is the figure. Then the same with an endpoint that hangs past `webhooks.timeout` (2 s here)
    for the failing payments. Compared with the delay on an idle queue.
+3. Burst: `--burst` brand-new events (never tried, all due before the fresh ones) of another
+   merchant whose endpoint answers 500 (then hangs) for all of them; a fresh event of the default
+   merchant's healthy URL arrives every 100 ms and its delay is the figure. Compared with the
+   same burst queued to the healthy event's own endpoint (one lane: first come, first served).
 """
 
 from __future__ import annotations
@@ -123,22 +127,37 @@ async def insert_payments(pool: asyncpg.Pool, prefix: str, count: int) -> None:
     )
 
 
-async def queue_events(pool: asyncpg.Pool, prefix: str, template: dict[str, Any]) -> int:
-    """Four events per payment of `prefix`, each payment's in order, bodies like real ones."""
+async def queue_events(
+    pool: asyncpg.Pool,
+    prefix: str,
+    template: dict[str, Any],
+    types: list[str] = EVENT_TYPES,
+    endpoint_id: str | None = None,
+) -> int:
+    """`types` events per payment of `prefix`, each payment's in order, bodies like real ones,
+    each with its delivery to `endpoint_id` (None: the configured URL)."""
     return int(
         (
             await pool.execute(
-                "INSERT INTO events (id, payment_id, merchant, type, payload, created_at)"
-                " SELECT e.id, e.pid, 'default', e.type, jsonb_build_object('id', e.id, 'type',"
+                "WITH ev AS ("
+                " INSERT INTO events (id, payment_id, merchant, type, payload, created_at)"
+                " SELECT e.id, e.pid, e.merchant, e.type, jsonb_build_object('id', e.id, 'type',"
                 " e.type, 'created_at', now(), 'data', jsonb_build_object('payment',"
                 " $2::jsonb || jsonb_build_object('id', e.pid))), now()"
-                " FROM (SELECT 'evt_' || md5(p.id || t.type) AS id, p.id AS pid, t.type, t.n"
+                " FROM (SELECT 'evt_' || md5(p.id || t.type) AS id, p.id AS pid, p.merchant,"
+                "       t.type, t.n"
                 "       FROM payments p CROSS JOIN unnest($3::text[]) WITH ORDINALITY t(type, n)"
                 "       WHERE p.id LIKE $1 || '%') e"
-                " ORDER BY e.pid, e.n",
+                " ORDER BY e.pid, e.n"
+                " RETURNING id, seq, payment_id)"
+                " INSERT INTO deliveries (id, event_id, event_seq, payment_id, endpoint_id,"
+                " next_attempt_at)"
+                " SELECT 'dlv_' || substr(id, 5), id, seq, payment_id, $4,"
+                " now() - interval '1 second' FROM ev ORDER BY seq",
                 prefix,
                 orjson.dumps(template).decode(),
-                EVENT_TYPES,
+                types,
+                endpoint_id,
             )
         ).split()[-1]
     )
@@ -155,14 +174,14 @@ async def fresh_event(pool: asyncpg.Pool, payment_id: str) -> str:
         payment_id,
     )
     async with pool.acquire() as conn, conn.transaction():
-        (event_id,) = await record_event(conn, "payment.created", payment_id, operator_url=True)  # type: ignore[arg-type]
-        return event_id
+        return await record_event(conn, "payment.created", payment_id, operator_url=True)  # type: ignore[arg-type]
 
 
 async def pending(pool: asyncpg.Pool, prefix: str) -> int:
     return int(
         await pool.fetchval(
-            "SELECT count(*) FROM events WHERE status = 'pending' AND payment_id LIKE $1 || '%'",
+            "SELECT count(*) FROM deliveries"
+            " WHERE status = 'pending' AND payment_id LIKE $1 || '%'",
             prefix,
         )
     )
@@ -191,23 +210,27 @@ async def throughput(
     return events, events / elapsed, cpu_used / events
 
 
-async def fresh_delays(pool: asyncpg.Pool, label: str, samples: int) -> list[float]:
-    """Record a fresh event every 100 ms; seconds from recording to delivery of each."""
+async def fresh_delays(
+    pool: asyncpg.Pool, label: str, samples: int, wait: float = 60
+) -> list[float]:
+    """Record a fresh event every 100 ms; seconds from recording to delivery of each (those not
+    delivered within `wait` s count as `inf`)."""
     ids = []
     for i in range(samples):
         ids.append(await fresh_event(pool, f"pay_fresh_{label}_{i}"))
         await asyncio.sleep(0.1)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + wait
+    while True:
         rows = await pool.fetch(
-            "SELECT extract(epoch FROM delivered_at - created_at)::float8 AS delay"
-            " FROM events WHERE id = ANY($1) AND status = 'delivered'",
+            "SELECT extract(epoch FROM d.delivered_at - e.created_at)::float8 AS delay"
+            " FROM events e JOIN deliveries d ON d.event_id = e.id"
+            " WHERE e.id = ANY($1) AND d.status = 'delivered'",
             ids,
         )
-        if len(rows) == len(ids):
-            return sorted(r["delay"] for r in rows)
+        if len(rows) == len(ids) or time.monotonic() > deadline:
+            delays = sorted(r["delay"] for r in rows)
+            return delays + [float("inf")] * (len(ids) - len(delays))
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"{label}: fresh events not delivered within 60 s")
 
 
 async def failing_backlog(pool: asyncpg.Pool, bad_payments: int, template: Any) -> int:
@@ -215,24 +238,27 @@ async def failing_backlog(pool: asyncpg.Pool, bad_payments: int, template: Any) 
     events = await queue_events(pool, "pay_bad_", template)
     # What the worker leaves behind once: first events failed, retry due; later ones held.
     await pool.execute(
-        "UPDATE events SET attempts = 1, last_error = 'HTTP 500',"
+        "UPDATE deliveries d SET attempts = 1, last_error = 'HTTP 500',"
         " next_attempt_at = now() - random() * interval '5 seconds'"
-        " WHERE payment_id LIKE 'pay_bad_%' AND type = $1",
+        " FROM events e WHERE e.id = d.event_id AND d.payment_id LIKE 'pay_bad_%' AND e.type = $1",
         EVENT_TYPES[0],
     )
     await pool.execute(
-        "UPDATE events SET held = true WHERE payment_id LIKE 'pay_bad_%' AND type <> $1",
+        "UPDATE deliveries d SET held = true"
+        " FROM events e WHERE e.id = d.event_id AND d.payment_id LIKE 'pay_bad_%'"
+        " AND e.type <> $1",
         EVENT_TYPES[0],
     )
     await pool.execute("ANALYZE events")
+    await pool.execute("ANALYZE deliveries")
     return events
 
 
 async def failing_attempts(pool: asyncpg.Pool) -> int:
     return int(
         await pool.fetchval(
-            "SELECT count(*) FROM delivery_attempts a JOIN events e ON e.id = a.event_id"
-            " WHERE e.payment_id LIKE 'pay_bad_%'"
+            "SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.payment_id LIKE 'pay_bad_%'"
         )
     )
 
@@ -254,9 +280,50 @@ async def dead_endpoint(
 
 
 def summary(delays: list[float]) -> str:
+    def ms(x: float) -> str:
+        return f"{x * 1000:.0f} ms" if x != float("inf") else "not delivered"
+
     p50 = statistics.median(delays)
     p95 = delays[int(len(delays) * 0.95) - 1]
-    return f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
+    return f"p50 {ms(p50)}, p95 {ms(p95)}, max {ms(max(delays))}"
+
+
+async def burst(
+    pool: asyncpg.Pool,
+    config: Config,
+    template: Any,
+    label: str,
+    count: int,
+    endpoint_id: str | None,
+) -> list[float]:
+    """Fresh-event delays behind `count` brand-new failing events queued to `endpoint_id`."""
+    prefix = f"pay_bad_{label}_"
+    merchant = "default" if endpoint_id is None else "burst"
+    await pool.execute(
+        "INSERT INTO payments (id, merchant, chain, chain_id, asset, decimals, amount, address,"
+        " address_index, confirmations_required, expires_at)"
+        " SELECT $1 || g, $3, 'anvil', 31337, 'ETH', 18, 10^18, '0x' || lpad(to_hex(i), 40,"
+        " '0'), i, 2, now() + interval '1 hour'"
+        " FROM (SELECT g, nextval('address_index_seq') AS i FROM generate_series(1, $2) g) s",
+        prefix,
+        count,
+        merchant,
+    )
+    await queue_events(pool, prefix, template, EVENT_TYPES[:1], endpoint_id)
+    await pool.execute("ANALYZE deliveries")
+    worker = WebhookWorker(pool, config)
+    worker.start()
+    await asyncio.sleep(0.5)  # the worker is busy with the burst
+    delays = await fresh_delays(pool, label, 20, wait=30)
+    await worker.stop(30)
+    await worker.close()
+    # Out of the way of the next run.
+    await pool.execute(
+        "UPDATE deliveries SET status = 'failed' WHERE payment_id LIKE $1 || '%'"
+        " AND status = 'pending'",
+        prefix,
+    )
+    return delays
 
 
 def verdict(ok: bool) -> str:
@@ -268,7 +335,7 @@ def delay_verdict(delays: list[float]) -> str:
     return f"target < {TARGET_FRESH_DELAY_S:g} s: {verdict(ok)}"
 
 
-async def run(dsn: str, port: int, workdir: Path, events: int, dead: int) -> None:
+async def run(dsn: str, port: int, workdir: Path, events: int, dead: int, bursts: int) -> None:
     await asyncio.to_thread(db.migrate, dsn)
     pool = await db.create_pool(dsn, 2, 10)
     base = f"http://127.0.0.1:{port}"
@@ -314,7 +381,7 @@ async def run(dsn: str, port: int, workdir: Path, events: int, dead: int) -> Non
             f" meanwhile {churn:,.0f} failing attempts/s"
         )
         await pool.execute(
-            "UPDATE events SET next_attempt_at = now() - random() * interval '5 seconds'"
+            "UPDATE deliveries SET next_attempt_at = now() - random() * interval '5 seconds'"
             " WHERE payment_id LIKE 'pay_bad_%' AND status = 'pending' AND attempts > 0"
         )
         hang_cfg = make_config(workdir, dsn, f"{base}/hang", timeout=2)
@@ -324,6 +391,32 @@ async def run(dsn: str, port: int, workdir: Path, events: int, dead: int) -> Non
             f" ({delay_verdict(delays)});"
             f" meanwhile {churn:,.1f} failing attempts/s"
         )
+
+        await pool.execute("INSERT INTO merchants (id, name) VALUES ('burst', 'burst')")
+        for mode in ("dead", "hang"):
+            await pool.execute(
+                "INSERT INTO webhook_endpoints (id, merchant, url, secret)"
+                " VALUES ($1, 'burst', $2, $3)",
+                f"we_burst_{mode}",
+                f"{base}/{mode}",
+                generate_secret(),
+            )
+        print(
+            f"  burst: {bursts:,} brand-new events of another merchant, all due before the"
+            " fresh ones, to its endpoint that fails every one of them"
+        )
+        for mode, timeout in (("dead", 10), ("hang", 2)):
+            cfg = make_config(
+                workdir, dsn, f"{base}/{mode}", timeout=timeout, allow_private_targets="true"
+            )
+            fair = await burst(pool, cfg, template, f"b{mode}", bursts, f"we_burst_{mode}")
+            one_lane = await burst(pool, cfg, template, f"s{mode}", bursts, None)
+            what = "answering 500" if mode == "dead" else f"hanging past the {timeout} s timeout"
+            print(
+                f"    {what}: fresh event delay {summary(fair)} ({delay_verdict(fair)});"
+                f" comparison, the burst queued to the fresh event's own endpoint:"
+                f" {summary(one_lane)}"
+            )
     finally:
         await pool.close()
 
@@ -332,6 +425,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--dead", type=int, default=100_000)
+    parser.add_argument("--burst", type=int, default=25_000)
     args = parser.parse_args()
     configure_logging("warning", "console")
     port = free_port()
@@ -342,7 +436,7 @@ def main() -> None:
     try:
         asyncio.run(wait_for_port(port))
         with postgres() as dsn, tempfile.TemporaryDirectory(prefix="ctwh") as workdir:
-            asyncio.run(run(dsn, port, Path(workdir), args.events, args.dead))
+            asyncio.run(run(dsn, port, Path(workdir), args.events, args.dead, args.burst))
     finally:
         receiver.terminate()
         receiver.join(5)

@@ -132,7 +132,7 @@ async def test_created_event_matches_record_event(
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        (event_id,) = await record_event(conn, "payment.created", payment["id"], operator_url=True)
+        event_id = await record_event(conn, "payment.created", payment["id"], operator_url=True)
         reference = await conn.fetchval("SELECT payload FROM events WHERE id = $1", event_id)
         await tx.rollback()
     assert set(written) == set(reference)
@@ -214,8 +214,9 @@ async def test_idempotency_key(write_config, make_client, pool, tmp_path) -> Non
     assert mine.status == 201 and (await mine.json())["id"] != payment["id"]
 
     assert await pool.fetchval("SELECT count(*) FROM payments") == 2
-    # m2 has no webhook endpoint: its payment.created is delivered nowhere, so not queued.
-    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+    # m2 has no webhook endpoint: its payment.created is recorded, delivered nowhere.
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM deliveries") == 1
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_payment(
@@ -464,9 +465,10 @@ async def test_events_for_the_config_url_only_while_it_is_set(  # type: ignore[n
     unset = await make_client(write_config())
     payment = await create(unset, headers)
     assert (await cancel(unset, payment["id"], headers)).ok
-    assert await pool.fetchval("SELECT count(*) FROM events") == 0
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM deliveries") == 0
     # (One client per test scans the chain: the second only creates.)
     configured = await make_client(with_webhook_url(write_config, tmp_path))
     payment = await create(configured, headers)
-    rows = await pool.fetch("SELECT payment_id, endpoint_id FROM events")
+    rows = await pool.fetch("SELECT payment_id, endpoint_id FROM deliveries")
     assert [tuple(r) for r in rows] == [(payment["id"], None)]

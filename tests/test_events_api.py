@@ -54,7 +54,7 @@ async def deliver_all(client: Any, pool: asyncpg.Pool) -> None:
     """Run the worker until nothing is due, letting each retry come due at once."""
     worker: WebhookWorker = client.server.app[WEBHOOKS]
     while True:
-        await pool.execute("UPDATE events SET next_attempt_at = now() WHERE status = 'pending'")
+        await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'")
         if not await worker.run_once():
             return
 
@@ -80,8 +80,9 @@ async def test_list_with_attempts_filters_and_pages(pool, setup, receiver) -> No
     assert body["has_more"] is False and body["next_cursor"] is None
     events = body["data"]
     assert [e["payment_id"] for e in events] == [fine, failing], "newest first, own events only"
-    failed, delivered = events[1], events[0]
-    assert failed["status"] == "failed"
+    assert events[1]["status"] == "failed" and events[0]["status"] == "delivered"
+    (failed,), (delivered,) = events[1]["deliveries"], events[0]["deliveries"]
+    assert failed["status"] == "failed" and failed["endpoint_id"] is None
     assert failed["next_attempt_at"] is None
     assert failed["last_error"] == "HTTP 500"
     assert [(a["http_status"], a["error"]) for a in failed["attempts"]] == [(500, "HTTP 500")] * 2
@@ -90,6 +91,7 @@ async def test_list_with_attempts_filters_and_pages(pool, setup, receiver) -> No
     assert delivered["status"] == "delivered"
     assert delivered["delivered_at"] is not None
     assert [a["http_status"] for a in delivered["attempts"]] == [200]
+    delivered = events[0]
     sent = next(r for r in receiver.requests if r.payment_id == fine)
     assert delivered["payload"] == sent.payload
     assert delivered["id"] == sent.id
@@ -98,10 +100,11 @@ async def test_list_with_attempts_filters_and_pages(pool, setup, receiver) -> No
     assert [e["payment_id"] for e in (await resp.json())["data"]] == [failing]
     resp = await client.get("/v1/events", params={"payment_id": foreign}, headers=key)
     assert (await resp.json())["data"] == [], "another merchant's events are invisible"
-    # "other" has no webhook endpoint: its events go nowhere, so it has none to list, and none
-    # went to the default merchant's URL.
+    # "other" has no webhook endpoint: its events are listed, delivered nowhere (none went to
+    # the default merchant's URL).
     resp = await client.get("/v1/events", headers=await key_for(pool, "other"))
-    assert (await resp.json())["data"] == []
+    (other,) = (await resp.json())["data"]
+    assert (other["payment_id"], other["status"], other["deliveries"]) == (foreign, "none", [])
     assert not any(r.payment_id == foreign for r in receiver.requests)
 
     for _ in range(3):
@@ -157,7 +160,7 @@ async def test_redeliver(pool, setup, receiver) -> None:
     assert resp.status == 202
     event = await resp.json()
     assert event["status"] == "pending"
-    assert len(event["attempts"]) == 2, "the attempt log is kept"
+    assert len(event["deliveries"][0]["attempts"]) == 2, "the attempt log is kept"
 
     resp = await client.post(url, headers=key)
     assert resp.status == 409
@@ -168,7 +171,7 @@ async def test_redeliver(pool, setup, receiver) -> None:
     page = await (await client.get("/v1/events", headers=key)).json()
     (event,) = page["data"]
     assert event["status"] == "delivered"
-    assert [a["http_status"] for a in event["attempts"]] == [500, 500, 200]
+    assert [a["http_status"] for a in event["deliveries"][0]["attempts"]] == [500, 500, 200]
 
     resp = await client.post(url, headers=key)
     assert resp.status == 202, "a delivered event can be sent again too"
@@ -224,12 +227,12 @@ async def test_cli_list_and_redeliver(pool, setup, receiver, capsys) -> None:
     assert await asyncio.to_thread(cli, "list", "--status", "failed", "--json") == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["id"] == event_id
-    assert len(listed["attempts"]) == 2
+    assert len(listed["deliveries"][0]["attempts"]) == 2
 
     assert await asyncio.to_thread(cli, "list", "--payment-id", payment_id) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:4] == ["ID", "TYPE", "PAYMENT", "STATUS"]
-    assert table[1].split()[:5] == [event_id, "payment.created", payment_id, "failed", "2"]
+    assert table[0].split()[:6] == ["ID", "TYPE", "PAYMENT", "STATUS", "DELIVERIES", "ATTEMPTS"]
+    assert table[1].split()[:6] == [event_id, "payment.created", payment_id, "failed", "1", "2"]
 
     assert await asyncio.to_thread(cli, "redeliver", event_id) == 0
     assert "queued for redelivery" in capsys.readouterr().err
@@ -237,5 +240,5 @@ async def test_cli_list_and_redeliver(pool, setup, receiver, capsys) -> None:
     assert "is pending" in capsys.readouterr().err
     assert await asyncio.to_thread(cli, "redeliver", "evt_missing") == 1
     assert "no event evt_missing" in capsys.readouterr().err
-    status = await pool.fetchval("SELECT status FROM events WHERE id = $1", event_id)
+    status = await pool.fetchval("SELECT status FROM deliveries WHERE event_id = $1", event_id)
     assert status == "pending"

@@ -33,12 +33,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
-async def insert_attempt(pool: asyncpg.Pool, event: str, latency_ms: int, age: int) -> None:
+async def insert_attempt(pool: asyncpg.Pool, delivery: str, latency_ms: int, age: int) -> None:
     """A delivery attempt that started `age` seconds ago."""
     await pool.execute(
-        "INSERT INTO delivery_attempts (event_id, attempted_at, url, http_status, latency_ms) "
+        "INSERT INTO delivery_attempts (delivery_id, attempted_at, url, http_status, latency_ms) "
         "VALUES ($1, now() - make_interval(secs => $3), 'http://127.0.0.1/hook', 200, $2)",
-        event,
+        delivery,
         latency_ms,
         age,
     )
@@ -68,10 +68,10 @@ async def test_series_come_from_the_database_and_this_process(  # type: ignore[n
     kept = await shop.create()
     canceled = await shop.create()
     assert (await cancel(shop.client, canceled["id"], shop.key)).ok
-    event = await pool.fetchval("SELECT id FROM events WHERE payment_id = $1", kept["id"])
-    await pool.execute("UPDATE events SET status = 'failed' WHERE id = $1", event)
+    delivery = await pool.fetchval("SELECT id FROM deliveries WHERE payment_id = $1", kept["id"])
+    await pool.execute("UPDATE deliveries SET status = 'failed' WHERE id = $1", delivery)
     for latency_ms, age in ((30, 3600), (100, 0), (101, 0), (20_000, 3600), (45_000, 0)):
-        await insert_attempt(pool, event, latency_ms, age)
+        await insert_attempt(pool, delivery, latency_ms, age)
     for kind, status in [("native", "confirmed"), ("native", "confirmed"), ("token", "failed")]:
         await insert_sweep(pool, kind, status)
 
@@ -107,7 +107,7 @@ async def test_series_come_from_the_database_and_this_process(  # type: ignore[n
     histogram = {k: v for k, v in s.items() if k[0].startswith("ctripd_webhook_delivery")}
     again = await scrape(shop.client)
     assert {k: v for k, v in again.items() if k in histogram} == histogram, "nothing twice"
-    await insert_attempt(pool, event, 200, 0)
+    await insert_attempt(pool, delivery, 200, 0)
     again = await scrape(shop.client)
     assert value(again, "ctripd_webhook_delivery_latency_seconds_count") == 6
     assert value(again, "ctripd_webhook_delivery_latency_seconds_bucket", le="0.25") == 4

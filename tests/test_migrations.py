@@ -93,7 +93,9 @@ async def test_tenant_rollbacks_grant_no_key_more_and_keep_no_stray_delivery(
         "full": (await create_key(pool, "full", "shop"))[1]["id"],
     }
     payment = await new_payment(pool)
-    assert await pool.fetchval("SELECT count(*) FROM events WHERE payment_id = $1", payment) == 2
+    assert (
+        await pool.fetchval("SELECT count(*) FROM deliveries WHERE payment_id = $1", payment) == 2
+    )
     await pool.close()
 
     rolled = await asyncio.to_thread(_roll_back_from, db_dsn, "0016")

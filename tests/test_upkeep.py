@@ -97,22 +97,27 @@ async def test_old_delivered_and_failed_events_are_pruned(pool: asyncpg.Pool) ->
     ]
     for n, (status, age) in enumerate(rows):
         await pool.execute(
-            "INSERT INTO events (id, payment_id, merchant, type, payload, created_at, status)"
+            "WITH e AS (INSERT INTO events (id, payment_id, merchant, type, payload, created_at)"
             " VALUES ($1, $2, 'default', 'payment.created', '{}',"
-            " now() - make_interval(days => $3), $4)",
+            " now() - make_interval(days => $3)) RETURNING seq)"
+            " INSERT INTO deliveries (id, event_id, event_seq, payment_id, status)"
+            " SELECT 'dlv_' || substr($1, 5), $1, seq, $2, $4 FROM e",
             f"evt_old{n}",
             ids[n % 2],
             age,
             status,
         )
-        await insert_attempt(pool, f"evt_old{n}", 10, age * 86400)
+        await insert_attempt(pool, f"dlv_old{n}", 10, age * 86400)
     await pool.execute(
         "INSERT INTO events (id, payment_id, merchant, type, payload)"
         " SELECT 'evt_new' || id, id, 'default', 'payment.created', '{}' FROM payments"
     )
     assert await upkeep.prune_events(pool, 0) == 0  # 0 keeps every event
     assert await upkeep.prune_events(pool, 90, batch=2) == 6  # in batches of 2
-    left = await pool.fetch("SELECT id, status FROM events WHERE id LIKE 'evt_old%' ORDER BY id")
+    left = await pool.fetch(
+        "SELECT e.id, d.status FROM events e JOIN deliveries d ON d.event_id = e.id"
+        " WHERE e.id LIKE 'evt_old%' ORDER BY e.id"
+    )
     assert sorted(r["status"] for r in left) == [
         "delivered",
         "failed",
@@ -122,7 +127,9 @@ async def test_old_delivered_and_failed_events_are_pruned(pool: asyncpg.Pool) ->
         "pending",
     ]
     assert (
-        await pool.fetchval("SELECT count(*) FROM delivery_attempts WHERE event_id LIKE 'evt_old%'")
+        await pool.fetchval(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id LIKE 'dlv_old%'"
+        )
         == 6
     )  # the pruned events' attempts went with them
     assert await pool.fetchval("SELECT count(*) FROM events WHERE id LIKE 'evt_new%'") == 2

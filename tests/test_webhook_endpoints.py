@@ -74,7 +74,7 @@ async def pay(client: Any, key: dict[str, str]) -> dict[str, Any]:
 async def deliver_all(client: Any, pool: asyncpg.Pool) -> None:
     worker = client.server.app[WEBHOOKS]
     while True:
-        await pool.execute("UPDATE events SET next_attempt_at = now() WHERE status = 'pending'")
+        await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'")
         if not await worker.run_once():
             return
 
@@ -117,10 +117,10 @@ async def test_each_merchant_receives_exactly_its_own_events(pool, shop, receive
     (listed,) = (await resp.json())["data"]
     assert "secret" not in listed and listed["id"] == endpoints["shop-a"]["id"]
     assert listed["description"] == "shop-a orders" and listed["event_types"] is None
-    # Each delivery is its own event row, naming its endpoint; the merchant sees its own only.
+    # Each event lists its deliveries, naming their endpoints; the merchant sees its own only.
     resp = await client.get("/v1/events", headers=keys["shop-b"])
     rows = (await resp.json())["data"]
-    assert {r["endpoint_id"] for r in rows} == {endpoints["shop-b"]["id"]}
+    assert {d["endpoint_id"] for r in rows for d in r["deliveries"]} == {endpoints["shop-b"]["id"]}
     assert {r["status"] for r in rows} == {"delivered"} and len(rows) == 2
     # Another merchant's endpoint is invisible to it.
     eid = endpoints["shop-a"]["id"]
@@ -152,7 +152,7 @@ async def test_one_event_fans_out_with_own_retries_and_order(pool, shop, receive
     assert await worker.run_once() == 2  # created, to the failing and to the working endpoint
     resp = await cancel(client, payment["id"], keys["shop-a"])
     assert resp.status == 200
-    await pool.execute("UPDATE events SET next_attempt_at = now() WHERE status = 'pending'")
+    await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'pending'")
     # The failing endpoint's retry goes out; its `canceled` waits behind it, while the others
     # get theirs at once.
     assert await worker.run_once() == 3
@@ -163,7 +163,9 @@ async def test_one_event_fans_out_with_own_retries_and_order(pool, shop, receive
         "default": ["payment.canceled"],
     }
     rows = await pool.fetch(
-        "SELECT type, status, held FROM events WHERE endpoint_id = $1 ORDER BY seq", failing["id"]
+        "SELECT e.type, d.status, d.held FROM deliveries d JOIN events e ON e.id = d.event_id"
+        " WHERE d.endpoint_id = $1 ORDER BY d.seq",
+        failing["id"],
     )
     assert [tuple(r) for r in rows] == [
         ("payment.created", "pending", False),
@@ -172,10 +174,13 @@ async def test_one_event_fans_out_with_own_retries_and_order(pool, shop, receive
     receivers["shop-a"].reply = None
     await deliver_all(client, pool)
     assert [r.payload["type"] for r in receivers["shop-a"].requests][-1] == "payment.canceled"
-    # Each delivery has its own id, and its payload carries it.
-    ids = [r.id for rs in receivers.values() for r in rs.requests]
+    # Every endpoint receives the event's own id (in its payload too), whatever its deliveries.
     assert all(r.payload["id"] == r.id for rs in receivers.values() for r in rs.requests)
-    assert len(set(ids)) == len(ids) - 2  # only the failing endpoint's retries repeat an id
+    ids = {r.payload["type"]: r.id for rs in receivers.values() for r in rs.requests}
+    assert ids == {
+        e["type"]: e["id"]
+        for e in (await (await client.get("/v1/events", headers=keys["shop-a"])).json())["data"]
+    }
 
 
 async def test_rotation_overlap_then_only_the_new_secret(pool, shop, receivers) -> None:
@@ -226,15 +231,17 @@ async def test_test_message_and_delete(pool, shop, receivers) -> None:
     await pay(client, keys["shop-b"])  # its delivery is pending when the endpoint goes
     resp = await client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
     assert resp.status == 204
-    row = await pool.fetchrow("SELECT status, last_error FROM events")
+    row = await pool.fetchrow("SELECT status, last_error FROM deliveries")
     assert tuple(row) == ("failed", "endpoint deleted")
     (event_id,) = [r["id"] for r in await pool.fetch("SELECT id FROM events")]
     resp = await client.post(f"/v1/events/{event_id}/redeliver", headers=keys["shop-b"])
     assert resp.status == 409
+    assert "no live webhook endpoint" in (await resp.json())["detail"]
     await pay(client, keys["shop-b"])
     await deliver_all(client, pool)
     assert len(receiver.requests) == 1, "nothing more goes to a deleted endpoint"
-    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+    assert await pool.fetchval("SELECT count(*) FROM deliveries") == 1
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
     resp = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
     assert resp.status == 404
     resp = await client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=keys["shop-b"])
@@ -324,7 +331,7 @@ async def test_an_unusable_stored_secret_fails_only_its_endpoint(pool, shop, rec
     assert receivers["shop-a"].requests == []
     assert [r.payload["type"] for r in receivers["shop-b"].requests] == ["payment.created"]
     row = await pool.fetchrow(
-        "SELECT status, last_error FROM events WHERE endpoint_id = $1", broken["id"]
+        "SELECT status, last_error FROM deliveries WHERE endpoint_id = $1", broken["id"]
     )
     assert tuple(row) == ("failed", "the endpoint's stored secret is not a whsec_ secret")
 
@@ -358,7 +365,7 @@ async def test_a_url_delivery_cannot_encode_fails_its_delivery(  # type: ignore[
     await pool.execute("DELETE FROM events")
     await pay(operator, keys["default"])
     await deliver_all(operator, pool)
-    row = await pool.fetchrow("SELECT status, attempts, last_error FROM events")
+    row = await pool.fetchrow("SELECT status, attempts, last_error FROM deliveries")
     assert (row["status"], row["attempts"]) == ("failed", 2)
     assert "UnicodeError" in row["last_error"]
 
@@ -374,3 +381,105 @@ async def test_nothing_is_claimed_for_a_deleted_endpoint(pool, shop, receivers) 
     )
     await deliver_all(client, pool)
     assert receivers["shop-a"].requests == []
+
+
+async def test_a_merchant_without_an_endpoint_still_has_its_events(pool, shop, receivers) -> None:
+    """A merchant with no live endpoint used to get no event rows at all: its events were missing
+    from GET /v1/events, and an endpoint added later could never be sent them."""
+    client, keys, _ = shop
+    payment = await pay(client, keys["shop-a"])
+    resp = await client.get("/v1/events", headers=keys["shop-a"])
+    (event,) = (await resp.json())["data"]
+    assert (event["type"], event["payment_id"]) == ("payment.created", payment["id"])
+    assert (event["status"], event["deliveries"]) == ("none", [])
+    assert event["payload"]["id"] == event["id"]
+
+    # Redelivered, it goes to the endpoints that take it now.
+    endpoint = await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    resp = await client.post(f"/v1/events/{event['id']}/redeliver", headers=keys["shop-a"])
+    assert resp.status == 202, await resp.text()
+    (delivery,) = (await resp.json())["deliveries"]
+    assert (delivery["endpoint_id"], delivery["status"]) == (endpoint["id"], "pending")
+    await deliver_all(client, pool)
+    (req,) = receivers["shop-a"].requests
+    assert verified(endpoint["secret"], req)["id"] == event["id"] == req.id
+
+
+async def test_a_hanging_endpoint_leaves_slots_for_the_others(  # type: ignore[no-untyped-def]
+    pool, write_config, make_client, receivers, tmp_path: Path
+) -> None:
+    """One merchant's endpoint that hangs used to take every delivery slot: another merchant's
+    fresh event waited for those requests to time out."""
+    write_secret(tmp_path / "webhook-secret")
+    section = {
+        "url": receivers["default"].url,
+        "secret_file": str(tmp_path / "webhook-secret"),
+        "allow_private_targets": True,
+        "concurrency": 4,
+        "timeout": 30,
+    }
+    client = await make_client(write_config(toml={"webhooks": section}))
+    keys = {m: await key_for(pool, m) for m in ("shop-a", "shop-b")}
+    await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    await add_endpoint(client, keys["shop-b"], url=receivers["shop-b"].url)
+    hanging = receivers["shop-a"]
+
+    async def hang(_: Received) -> web.StreamResponse:
+        await hanging.hang()
+        return web.Response()
+
+    hanging.reply = hang
+    for _ in range(6):
+        await pay(client, keys["shop-a"])
+    worker = client.server.app[WEBHOOKS]
+    worker.start()
+    await hanging.wait_until(lambda: len(hanging.requests) == 3)
+    fresh = await pay(client, keys["shop-b"])
+    await receivers["shop-b"].wait_until(lambda: len(receivers["shop-b"].requests) == 1)
+    assert receivers["shop-b"].requests[0].payment_id == fresh["id"]
+    assert len(hanging.requests) == 3, "one endpoint holds at most 3 of the 4 slots"
+    hanging.release.set()
+    await worker.stop(10)
+
+
+async def test_two_hanging_endpoints_leave_a_slot_for_a_third(  # type: ignore[no-untyped-def]
+    pool, write_config, make_client, receivers, tmp_path: Path
+) -> None:
+    """Two endpoints that hang with backlogs queued at once still leave a slot to an endpoint
+    with nothing in flight: a slot is kept for such openings."""
+    write_secret(tmp_path / "webhook-secret")
+    section = {
+        "url": receivers["default"].url,
+        "secret_file": str(tmp_path / "webhook-secret"),
+        "allow_private_targets": True,
+        "concurrency": 4,
+        "timeout": 30,
+    }
+    client = await make_client(write_config(toml={"webhooks": section}))
+    keys = {m: await key_for(pool, m) for m in ("default", "shop-a", "shop-b")}
+    await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    await add_endpoint(client, keys["shop-b"], url=receivers["shop-b"].url)
+    hanging = [receivers["default"], receivers["shop-a"]]
+
+    def hang_on(receiver: Receiver) -> Any:
+        async def reply(_: Received) -> web.StreamResponse:
+            await receiver.hang()
+            return web.Response()
+
+        return reply
+
+    for receiver in hanging:
+        receiver.reply = hang_on(receiver)
+    for _ in range(4):
+        await pay(client, keys["default"])
+        await pay(client, keys["shop-a"])
+    worker = client.server.app[WEBHOOKS]
+    worker.start()
+    await hanging[0].wait_until(lambda: sum(len(r.requests) for r in hanging) == 3)
+    fresh = await pay(client, keys["shop-b"])
+    await receivers["shop-b"].wait_until(lambda: len(receivers["shop-b"].requests) == 1)
+    assert receivers["shop-b"].requests[0].payment_id == fresh["id"]
+    assert sum(len(r.requests) for r in hanging) == 3
+    for receiver in hanging:
+        receiver.release.set()
+    await worker.stop(10)

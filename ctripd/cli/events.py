@@ -30,16 +30,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(events)
         return 0
     print_table(
-        ("ID", "TYPE", "PAYMENT", "STATUS", "ATTEMPTS", "CREATED", "LAST ERROR"),
+        ("ID", "TYPE", "PAYMENT", "STATUS", "DELIVERIES", "ATTEMPTS", "CREATED", "LAST ERROR"),
         [
             (
                 e["id"],
                 e["type"],
                 e["payment_id"] or "-",
                 e["status"],
-                len(e["attempts"]),
+                len(e["deliveries"]),
+                sum(len(d["attempts"]) for d in e["deliveries"]),
                 e["created_at"] or "",
-                (e["last_error"] or "")[:60],
+                next((d["last_error"] for d in e["deliveries"] if d["last_error"]), "")[:60],
             )
             for e in events
         ],
@@ -50,7 +51,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_redeliver(args: argparse.Namespace) -> int:
     async def work(config: Config, pool: asyncpg.Pool) -> dict[str, Any]:
         async with pool.acquire() as conn:
-            return await redeliver(conn, args.id, None)
+            return await redeliver(conn, args.id, None, operator_url=bool(config.webhooks.url))
 
     event = run_on_database(args, work)
     print(f"event {event['id']} queued for redelivery", file=sys.stderr)
@@ -66,6 +67,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_limit(listing, DEFAULT_LIMIT, MAX_LIMIT)
     listing.add_argument("--json", action="store_true", help="JSON output, attempts included")
     listing.set_defaults(func=cmd_list)
-    again = esub.add_parser("redeliver", help="queue a delivered or failed event again")
+    again = esub.add_parser(
+        "redeliver", help="send an event again to each live endpoint that takes it"
+    )
     again.add_argument("id", help="event id (evt_…)")
     again.set_defaults(func=cmd_redeliver)

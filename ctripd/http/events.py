@@ -1,4 +1,4 @@
-"""Webhook events of the key's merchant with their delivery attempts: `GET /v1/events` and
+"""Webhook events of the key's merchant with their deliveries and attempts: `GET /v1/events` and
 `POST /v1/events/{id}/redeliver`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ctripd.errors import NotFoundError
 from ctripd.formats import EVENT_ID, PAYMENT_ID
-from ctripd.http.keys import API_POOL, MERCHANT
+from ctripd.http.keys import API_POOL, CONFIG, MERCHANT
 from ctripd.http.params import (
     json_response,
     limit_param,
@@ -72,7 +72,12 @@ async def post_redeliver(request: web.Request) -> web.Response:
         raise Problem(404, "no such event")
     async with request.app[API_POOL].acquire() as conn:
         try:
-            event = await redeliver(conn, event_id, request[MERCHANT])
+            event = await redeliver(
+                conn,
+                event_id,
+                request[MERCHANT],
+                operator_url=bool(request.app[CONFIG].webhooks.url),
+            )
         except NotFoundError as exc:
             raise Problem(404, str(exc)) from None
         except NotRedeliverable as exc:

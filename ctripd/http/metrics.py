@@ -246,14 +246,16 @@ class GatewayCollector(Collector):
         snap = self.snapshot
         events = GaugeMetricFamily(
             "ctripd_webhook_events",
-            "Webhook events pending delivery (queued or retrying) and failed (retries exhausted)",
+            "Webhook deliveries (an event to one endpoint) pending (queued or retrying) and failed"
+            " (retries exhausted)",
             labels=["status"],
         )
         events.add_metric(["pending"], snap.events_pending)
         events.add_metric(["failed"], snap.events_failed)
         yield events
         oldest = GaugeMetricFamily(
-            "ctripd_webhook_oldest_pending_seconds", "Age of the oldest pending webhook event"
+            "ctripd_webhook_oldest_pending_seconds",
+            "Age of the event of the oldest pending webhook delivery",
         )
         oldest.add_metric([], snap.oldest_pending_age or 0.0)
         yield oldest

@@ -538,18 +538,16 @@ def _event_schemas() -> Doc:
                 },
             },
         },
-        "Event": {
+        "Delivery": {
             "type": "object",
+            "description": "The event's delivery to one endpoint, with its own retries and log.",
             "properties": {
-                "id": {"type": "string"},
-                "type": {"type": "string", "enum": list(EVENT_TYPES)},
-                "payment_id": {"type": "string"},
+                "id": {"type": "string", "description": "`dlv_…`."},
                 "endpoint_id": {
                     **nullable_text,
                     "description": (
-                        "The webhook endpoint (`we_…`) this delivery goes to; null for the "
-                        "default merchant's `[webhooks] url` of the config. An event goes to each "
-                        "endpoint as its own delivery, with its own id."
+                        "The webhook endpoint (`we_…`); null for the default merchant's "
+                        "`[webhooks] url` of the config."
                     ),
                 },
                 "status": {
@@ -557,20 +555,43 @@ def _event_schemas() -> Doc:
                     "enum": list(DELIVERY_STATUSES),
                     "description": (
                         "`pending`: queued or retrying; `delivered`: a 2xx answer; `failed`: "
-                        "every retry of the schedule failed (redeliver it by hand)."
+                        "every retry of the schedule failed, or its endpoint was deleted "
+                        "(redeliver it by hand)."
                     ),
                 },
-                "created_at": time,
                 "next_attempt_at": {
                     **nullable_time,
                     "description": (
-                        "Set while pending; null while the event waits for an earlier event of "
-                        "its payment that is being retried (events of a payment go out in order)."
+                        "Set while pending; null while it waits for an earlier delivery of its "
+                        "payment to the same endpoint that is being retried (a payment's events "
+                        "reach each endpoint in order)."
                     ),
                 },
                 "delivered_at": nullable_time,
                 "last_error": nullable_text,
                 "attempts": {"type": "array", "items": openapi.ref("DeliveryAttempt")},
+            },
+        },
+        "Event": {
+            "type": "object",
+            "properties": {
+                "id": {
+                    "type": "string",
+                    "description": "`evt_…`: the `webhook-id` every endpoint receives it with.",
+                },
+                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                "payment_id": {"type": "string"},
+                "status": {
+                    "type": "string",
+                    "enum": [*DELIVERY_STATUSES, "none"],
+                    "description": (
+                        "Of its deliveries: `pending` while any is, else `failed` if any failed, "
+                        "else `delivered`; `none` when no endpoint took it (the merchant had no "
+                        "live endpoint for its type)."
+                    ),
+                },
+                "created_at": time,
+                "deliveries": {"type": "array", "items": openapi.ref("Delivery")},
                 "payload": openapi.ref("EventPayload"),
             },
         },
@@ -589,7 +610,7 @@ def _event_paths() -> Doc:
     return {
         "/v1/events": {
             "get": {
-                "summary": "List webhook events with their delivery attempts, newest first",
+                "summary": "List webhook events with their deliveries, newest first",
                 "operationId": "listEvents",
                 "parameters": [
                     {
@@ -601,6 +622,7 @@ def _event_paths() -> Doc:
                         "name": "status",
                         "in": "query",
                         "schema": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+                        "description": "Only events with a delivery in this status.",
                     },
                     limit_parameter(events.DEFAULT_LIMIT, events.MAX_LIMIT),
                     CURSOR_PARAMETER,
@@ -622,12 +644,15 @@ def _event_paths() -> Doc:
         },
         "/v1/events/{id}/redeliver": {
             "post": {
-                "summary": "Queue a delivered or failed event for delivery again",
+                "summary": "Send an event again to each endpoint that takes it",
                 "operationId": "redeliverEvent",
                 "description": (
-                    "The event is sent again as soon as a worker is free, with a fresh retry "
-                    "schedule; its earlier attempts stay in the log. A pending event is already "
-                    "queued: 409."
+                    "Each live endpoint whose filter takes the event gets it again as soon as a "
+                    "worker is free, with a fresh retry schedule: its delivered or failed "
+                    "delivery is queued again (earlier attempts stay in the log), and an "
+                    "endpoint created since gets a new delivery. Endpoints with a delivery of it "
+                    "pending are left alone. 409 when nothing was queued: every delivery is "
+                    "pending, or no live endpoint takes the event."
                 ),
                 "parameters": [
                     {

@@ -1,26 +1,32 @@
-"""Webhook delivery from the `events` outbox: claim, sign, POST, log the attempt, settle.
+"""Webhook delivery from the outbox: claim a delivery, sign, POST, log the attempt, settle.
 
-Each events row is one delivery to one endpoint: the `[webhooks] url` of the config (the default
-merchant's, `endpoint_id` NULL) or a merchant's webhook endpoint, signed with that endpoint's
-secret (and its previous one while a rotation overlaps). Endpoints of merchants are reached
-through the SSRF guard of `jobs.targets`; the operator's configured URL is not.
+An event is one `events` row; each endpoint it goes to has its own `deliveries` row: the
+`[webhooks] url` of the config (the default merchant's, `endpoint_id` NULL) or a merchant's
+webhook endpoint, signed with that endpoint's secret (and its previous one while a rotation
+overlaps). Every endpoint receives the event's own id as `webhook-id`. Endpoints of merchants are
+reached through the SSRF guard of `jobs.targets`; the operator's configured URL is not.
 
-Delivery is at-least-once. A claim is a lease (see `claim_events` in sql/webhooks.sql): it moves
-the event's `next_attempt_at` past the request timeout in the same statement that selects it
-(`FOR UPDATE SKIP LOCKED`), so no lock is held over the HTTP call, two workers never hold the same
-event, and the events of a worker that died come due again when the lease ends.
+Delivery is at-least-once. A claim is a lease (see `claim_deliveries` in sql/webhooks.sql): it
+moves the delivery's `next_attempt_at` past the request timeout in the same statement that
+selects it (`FOR UPDATE SKIP LOCKED`), so no lock is held over the HTTP call, two workers never
+hold the same delivery, and the deliveries of a worker that died come due again when the lease
+ends.
 
-Order per payment and endpoint: an event is claimed only when no earlier event of its payment to
-its endpoint is `pending` (queued, retrying or in flight). A `failed` event (retries exhausted)
-no longer holds back the later ones: the merchant sees it failed and can redeliver it, but the
-payment's newer events, which carry the newer payment state, are not stuck behind it for ever.
-A redelivered event is sent whenever it comes due, possibly after newer events of its payment.
-While an event is being retried, the later events of its payment to its endpoint are `held` out
-of the due range, so that claims stay cheap however large a failing backlog grows.
+Order per payment and endpoint: a delivery is claimed only when no earlier delivery of its
+payment to its endpoint is `pending` (queued, retrying or in flight). A `failed` one (retries
+exhausted) no longer holds back the later ones: the merchant sees it failed and can redeliver
+it, but the payment's newer events, which carry the newer payment state, are not stuck behind it
+for ever. A redelivered event is sent whenever it comes due, possibly after newer events of its
+payment. While a delivery is being retried, the later ones of its payment to its endpoint are
+`held` out of the due range, so that claims stay cheap however large a failing backlog grows.
 
-Fairness: first attempts are claimed before retries, and retries never hold the last quarter of
-the concurrency, so an endpoint that fails (or hangs) for some payments cannot delay a fresh
-event of another payment by more than one claim round.
+Fairness: each endpoint (lane) may hold at most three quarters of the worker's slots, a claim
+takes the lanes round-robin, and the last quarter of the free slots is kept for first attempts
+to endpoints with nothing in flight (retries, and endpoints already busy, get only the rest). So
+endpoints that fail or hang, however large their backlogs, cannot delay a healthy endpoint's
+fresh event by more than one claim round. Within a lane first attempts are claimed before
+retries, and one lane's retries hold at most three quarters of its share, so an endpoint that
+fails for some payments cannot hold up its other payments either.
 
 New events are found by polling every `POLL_INTERVAL`, not by LISTEN/NOTIFY: a NOTIFY in the
 transactions that record events serializes their commits (measured here: event-writing
@@ -79,7 +85,10 @@ class Target:
 @dataclass(frozen=True)
 class Claimed:
     id: str
+    event_id: str
     payment_id: str | None
+    # The endpoint's id, '' for the configured URL.
+    lane: str
     attempt: int
     lease: datetime
     retry: bool
@@ -170,13 +179,17 @@ class WebhookWorker:
         # Slots that retries may not take, kept for first attempts.
         self.reserved = max(1, self.concurrency // 4) if self.concurrency > 1 else 0
         self.min_batch = max(1, self.concurrency // 4)
+        # Slots one endpoint may hold at most, the rest staying for the others; and its retries,
+        # leaving it room for first attempts.
+        self.lane_cap = max(1, self.concurrency - self.concurrency // 4)
+        self.lane_retry_cap = max(1, self.lane_cap - max(1, self.lane_cap // 4))
         self.poll_interval = poll_interval
         # The config's endpoint, the default merchant's: its events wait while it is unset.
         self.configured = (
             Target(wh.url, Signer.from_config(config), guarded=False) if wh.url else None
         )
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
-        self._inflight: dict[asyncio.Task[None], bool] = {}
+        self._inflight: dict[asyncio.Task[None], Claimed] = {}
         self._signal = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -204,24 +217,42 @@ class WebhookWorker:
 
     async def run_once(self) -> int:
         """Claim what is due (up to `concurrency`), deliver it concurrently; returns how many."""
-        claimed = await self._claim(self.concurrency, retries_in_flight=0)
+        claimed = await self._claim(self.concurrency, [])
         await asyncio.gather(*(self._deliver(event) for event in claimed))
         return len(claimed)
 
-    async def _claim(self, free: int, retries_in_flight: int) -> list[Claimed]:
-        retry_room = max(0, self.concurrency - self.reserved - retries_in_flight)
+    async def _claim(self, free: int, in_flight: list[Claimed]) -> list[Claimed]:
+        # The last `reserved` free slots are kept for first attempts of endpoints with nothing in
+        # flight: retries, and endpoints already busy, get only the rest.
+        spare = max(0, free - self.reserved)
+        retry_room = min(
+            spare, max(0, self.concurrency - self.reserved - sum(c.retry for c in in_flight))
+        )
+        per_lane: dict[str, list[int]] = {}
+        for c in in_flight:
+            counts = per_lane.setdefault(c.lane, [0, 0])
+            counts[0] += 1
+            counts[1] += c.retry
         rows = await self.pool.fetch(
-            Q["claim_events"],
+            Q["claim_deliveries"],
             free,
-            min(free, retry_room),
+            retry_room,
             free,
             self.timeout + LEASE_MARGIN,
             self.configured is not None,
+            min(free, self.lane_cap),
+            min(free, self.lane_retry_cap),
+            list(per_lane),
+            [min(spare, max(0, self.lane_cap - n)) for n, _ in per_lane.values()],
+            [min(spare, max(0, self.lane_retry_cap - r)) for _, r in per_lane.values()],
+            spare,
         )
         return [
             Claimed(
                 id=r["id"],
+                event_id=r["event_id"],
                 payment_id=r["payment_id"],
+                lane=r["lane"],
                 attempt=r["attempts"],
                 lease=r["lease"],
                 retry=r["retry"],
@@ -238,7 +269,7 @@ class WebhookWorker:
         try:
             return endpoint_target(row["url"], row["secret"], row["previous_secret"])
         except ValueError:  # a row ctripd did not write; never quote the secret
-            log.error("webhook.bad_secret", endpoint_id=row["endpoint_id"], event_id=row["id"])
+            log.error("webhook.bad_secret", endpoint_id=row["endpoint_id"], delivery_id=row["id"])
             return None
 
     async def _deliver(self, event: Claimed) -> None:
@@ -246,12 +277,12 @@ class WebhookWorker:
             error = "the endpoint's stored secret is not a whsec_ secret"
             outcome = Outcome(datetime.now(UTC), 0, error=error)
         else:
-            outcome = await self.post(event.target, event.id, event.body)
+            outcome = await self.post(event.target, event.event_id, event.body)
         try:
             await self._settle(event, outcome)
         except DB_ERRORS as exc:
             # The lease runs out and the event is sent again: at-least-once.
-            log.error("webhook.settle_failed", event_id=event.id, error=_describe(exc))
+            log.error("webhook.settle_failed", delivery_id=event.id, error=_describe(exc))
 
     async def post(self, target: Target, msg_id: str, body: bytes) -> Outcome:
         """Sign and POST one message to `target`; never raises for the endpoint's faults."""
@@ -308,7 +339,9 @@ class WebhookWorker:
             self._settler = asyncio.create_task(self._settle_ended(), name="webhooks:settle")
         settled = await ended.settled
         fields: dict[str, Any] = {
-            "event_id": event.id,
+            "event_id": event.event_id,
+            "delivery_id": event.id,
+            "endpoint_id": event.lane or None,
             "payment_id": event.payment_id,
             "attempt": event.attempt,
             "http_status": outcome.http_status,
@@ -389,14 +422,14 @@ class WebhookWorker:
                 free = self.concurrency - len(self._inflight)
                 if free > 0 and (free >= self.min_batch or drained):
                     try:
-                        claimed = await self._claim(free, sum(self._inflight.values()))
+                        claimed = await self._claim(free, list(self._inflight.values()))
                     except DB_ERRORS as exc:
                         log.warning("webhooks.claim_failed", error=_describe(exc))
                         claimed = []
                     drained = len(claimed) < free
                     for event in claimed:
                         task = asyncio.create_task(self._deliver(event), name=f"webhook:{event.id}")
-                        self._inflight[task] = event.retry
+                        self._inflight[task] = event
                         task.add_done_callback(self._done)
                 try:
                     await asyncio.wait_for(self._signal.wait(), timeout=self.poll_interval)

@@ -40,10 +40,10 @@ async def record_event(
     payment: dict[str, Any] | None = None,
     *,
     operator_url: bool,
-) -> list[str]:
-    """Insert the outbox rows carrying the payment object as it is now, inside `conn`'s
-    transaction: one delivery per endpoint the event goes to; returns their ids (the config
-    endpoint's first, for the default merchant while `operator_url`: `[webhooks] url` is set).
+) -> str:
+    """Insert the outbox event carrying the payment object as it is now, inside `conn`'s
+    transaction, with one delivery per endpoint it goes to (the default merchant's `[webhooks]
+    url` among them while `operator_url`: one is set); returns the event's id.
 
     Call this after the state change, on the same connection, within the same transaction.
     `payment` is the object `load_payment` gave after that change, when the caller writes
@@ -70,26 +70,32 @@ async def record_event(
         "merchant": merchant,
         "data": data,
     }
-    rows = await conn.fetch(
+    await conn.execute(
         Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now, operator_url
     )
-    return [r["id"] for r in rows]
+    return event_id
 
 
 class NotRedeliverable(CtripdError):
-    """The event is still pending: it is queued or being delivered already."""
+    """Nothing to send again: every delivery is pending, or no live endpoint takes the event."""
 
 
-def render_event(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[str, Any]:
-    """An event as the API and `ctripd events list --json` show it."""
+def event_status(deliveries: list[dict[str, Any]]) -> str:
+    """One status for an event: pending while any delivery is, failed if any failed, delivered
+    once every delivery was; `none` when no endpoint took it."""
+    statuses = {d["status"] for d in deliveries}
+    for status in ("pending", "failed", "delivered"):
+        if status in statuses:
+            return status
+    return "none"
+
+
+def _render_delivery(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[str, Any]:
     pending = row["status"] == "pending"
     return {
         "id": row["id"],
-        "type": row["type"],
-        "payment_id": row["payment_id"],
         "endpoint_id": row["endpoint_id"],
         "status": row["status"],
-        "created_at": iso(row["created_at"]),
         "next_attempt_at": iso(row["next_attempt_at"]) if pending and not row["held"] else None,
         "delivered_at": iso(row["delivered_at"]),
         "last_error": row["last_error"],
@@ -104,16 +110,32 @@ def render_event(row: asyncpg.Record, attempts: list[asyncpg.Record]) -> dict[st
             }
             for a in attempts
         ],
+    }
+
+
+def render_event(row: asyncpg.Record, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    """An event as the API and `ctripd events list --json` show it."""
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "payment_id": row["payment_id"],
+        "status": event_status(deliveries),
+        "created_at": iso(row["created_at"]),
+        "deliveries": deliveries,
         "payload": orjson.loads(row["payload"]),
     }
 
 
-async def _with_attempts(
+async def _with_deliveries(
     conn: Conn | asyncpg.Pool, rows: list[asyncpg.Record]
 ) -> list[dict[str, Any]]:
-    by_event: dict[str, list[asyncpg.Record]] = {r["id"]: [] for r in rows}
-    for attempt in await conn.fetch(Q["attempts_of_events"], list(by_event)):
-        by_event[attempt["event_id"]].append(attempt)
+    deliveries = await conn.fetch(Q["deliveries_of_events"], [r["id"] for r in rows])
+    attempts: dict[str, list[asyncpg.Record]] = {d["id"]: [] for d in deliveries}
+    for attempt in await conn.fetch(Q["attempts_of_deliveries"], list(attempts)):
+        attempts[attempt["delivery_id"]].append(attempt)
+    by_event: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+    for d in deliveries:
+        by_event[d["event_id"]].append(_render_delivery(d, attempts[d["id"]]))
     return [render_event(r, by_event[r["id"]]) for r in rows]
 
 
@@ -126,22 +148,27 @@ async def list_events(
     limit: int = 20,
     before_seq: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """A page of events, newest first, and the seq to continue before (None on the last page)."""
+    """A page of events, newest first, and the seq to continue before (None on the last page);
+    `status` keeps the events with a delivery in that status."""
     rows = await conn.fetch(Q["list_events"], merchant, payment_id, status, before_seq, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return await _with_attempts(conn, rows), rows[-1]["seq"] if more else None
+    return await _with_deliveries(conn, rows), rows[-1]["seq"] if more else None
 
 
-async def redeliver(conn: Conn, event_id: str, merchant: str | None) -> dict[str, Any]:
-    """Queue a delivered or failed event again, now, with a fresh retry schedule."""
+async def redeliver(
+    conn: Conn, event_id: str, merchant: str | None, *, operator_url: bool
+) -> dict[str, Any]:
+    """Send an event again, now, with a fresh retry schedule, to each live endpoint that takes it
+    and has no delivery of it pending (`operator_url`: the `[webhooks] url` is set)."""
     async with conn.transaction():
-        if await conn.fetchval(Q["redeliver_event"], event_id, merchant) is None:
-            row = await conn.fetchrow(Q["event_by_id"], event_id, merchant)
-            if row is None:
-                raise NotFoundError(f"no event {event_id}")
-            raise NotRedeliverable(f"event {event_id} is pending: it is queued for delivery")
+        queued = await conn.fetch(Q["redeliver_event"], event_id, merchant, operator_url)
         row = await conn.fetchrow(Q["event_by_id"], event_id, merchant)
-    assert row is not None
-    (event,) = await _with_attempts(conn, [row])
+        if row is None:
+            raise NotFoundError(f"no event {event_id}")
+        if not queued:
+            if await conn.fetchval(Q["pending_deliveries_of_event"], event_id):
+                raise NotRedeliverable(f"event {event_id} is pending: it is queued for delivery")
+            raise NotRedeliverable(f"no live webhook endpoint takes event {event_id}")
+    (event,) = await _with_deliveries(conn, [row])
     return event

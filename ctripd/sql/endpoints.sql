@@ -33,7 +33,7 @@ WITH gone AS (
     WHERE id = $1 AND merchant = $2 AND deleted_at IS NULL
     RETURNING id
 ), failed AS (
-    UPDATE events SET status = 'failed', last_error = 'endpoint deleted'
+    UPDATE deliveries SET status = 'failed', last_error = 'endpoint deleted'
     WHERE endpoint_id = (SELECT id FROM gone) AND status = 'pending'
 )
 SELECT id FROM gone;

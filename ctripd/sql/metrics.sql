@@ -9,12 +9,13 @@ SELECT chain, status, sum(n)::bigint AS n FROM (
 GROUP BY chain, status;
 
 -- name: webhook_queue
--- Pending events (queued, retrying or in flight) and failed ones (retries exhausted), each read
--- off its partial index; delivered events, the bulk of the table, are never visited.
-SELECT (SELECT count(*) FROM events WHERE status = 'pending') AS pending,
-       (SELECT count(*) FROM events WHERE status = 'failed') AS failed,
-       (SELECT extract(epoch FROM now() - min(created_at))::float8
-        FROM events WHERE status = 'pending') AS oldest_pending_age;
+-- Pending deliveries (queued, retrying or in flight) and failed ones (retries exhausted), each
+-- read off its partial index; delivered ones, the bulk of the table, are never visited.
+SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM deliveries WHERE status = 'failed') AS failed,
+       (SELECT extract(epoch FROM now() - min(e.created_at))::float8
+        FROM deliveries d JOIN events e ON e.id = d.event_id
+        WHERE d.status = 'pending') AS oldest_pending_age;
 
 -- name: attempts_settled_upto
 -- The newest delivery attempt after id $1 that started more than $2 seconds ago (NULL if none).

@@ -13,8 +13,8 @@ WHERE p.id = ANY($1::text[]);
 SELECT nextval('address_index_seq') AS index FROM generate_series(1, $1);
 
 -- name: insert_payment_with_event
--- One statement, so atomic without BEGIN/COMMIT: the payment and its payment.created event (one
--- row per delivery target). ON CONFLICT on the idempotency key inserts neither and returns no row.
+-- One statement, so atomic without BEGIN/COMMIT: the payment, its payment.created event and the
+-- event's deliveries. ON CONFLICT on the idempotency key inserts none and returns no row.
 WITH p AS (
     INSERT INTO payments (
         id, merchant, chain, chain_id, asset, token_address, decimals, amount, address,
@@ -26,10 +26,14 @@ WITH p AS (
     ON CONFLICT (merchant, idempotency_key) DO NOTHING
     RETURNING id, merchant, created_at
 ), e AS (
-    INSERT INTO events (id, payment_id, merchant, endpoint_id, type, payload, created_at)
-    SELECT t.id, p.id, p.merchant, t.endpoint_id, 'payment.created',
-           jsonb_set($19::text::jsonb, '{id}', to_jsonb(t.id)), p.created_at
-    FROM p CROSS JOIN LATERAL event_targets(p.merchant, 'payment.created', $18, $21) t
+    INSERT INTO events (id, payment_id, merchant, type, payload, created_at)
+    SELECT $18, p.id, p.merchant, 'payment.created', $19::text::jsonb, p.created_at FROM p
+    RETURNING seq, payment_id, merchant
+), d AS (
+    INSERT INTO deliveries (id, event_id, event_seq, payment_id, endpoint_id)
+    SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), $18, e.seq, e.payment_id,
+           t.endpoint_id
+    FROM e CROSS JOIN LATERAL event_endpoints(e.merchant, 'payment.created', $21) t
 )
 SELECT id AS payment_id FROM p;
 

@@ -19,14 +19,20 @@ SELECT coalesce(
     0);
 
 -- name: prune_events
--- Delivered and failed events created before $1 with seq in ($3, $2), $4 at a time; their
--- delivery attempts go with them (ON DELETE CASCADE). Pending events are never pruned.
--- The status is checked again on the row itself: an event redelivered (made pending) while the
--- delete waited for its lock stays.
-DELETE FROM events WHERE id IN (
-    SELECT id FROM events
-    WHERE seq > $3 AND seq < $2 AND created_at < $1 AND status IN ('delivered', 'failed')
-    ORDER BY seq
+-- Events created before $1 with seq in ($3, $2) none of whose deliveries is pending, $4 at a
+-- time; their deliveries and attempts go with them (ON DELETE CASCADE). The deliveries are
+-- locked and checked again: an event redelivered meanwhile (a delivery made pending) stays.
+WITH old AS (
+    SELECT e.id FROM events e
+    WHERE e.seq > $3 AND e.seq < $2 AND e.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+    ORDER BY e.seq
     LIMIT $4
-) AND status IN ('delivered', 'failed')
+), locked AS (
+    SELECT d.event_id, d.status FROM deliveries d
+    WHERE d.event_id IN (SELECT id FROM old)
+    FOR UPDATE
+)
+DELETE FROM events WHERE id IN (SELECT id FROM old)
+  AND id NOT IN (SELECT event_id FROM locked WHERE status = 'pending')
 RETURNING seq;

@@ -896,9 +896,13 @@ class Snapshot:
             scanned = {r["name"]: r["scanned_block"] for r in await conn.fetch("TABLE chains")}
             payments = await conn.fetch("SELECT * FROM payments ORDER BY id")
             transfers = await conn.fetch("SELECT * FROM transfers ORDER BY id")
+            # An event's status is its deliveries' (one each, to the configured URL, here).
             events = await conn.fetch(
-                "SELECT seq, id, payment_id, type, status, payload::text AS payload "
-                "FROM events ORDER BY seq"
+                "SELECT e.seq, e.id, e.payment_id, e.type, payload::text AS payload,"
+                " coalesce((SELECT CASE WHEN bool_or(d.status = 'pending') THEN 'pending'"
+                " WHEN bool_or(d.status = 'failed') THEN 'failed' ELSE 'delivered' END"
+                " FROM deliveries d WHERE d.event_id = e.id), 'none') AS status "
+                "FROM events e ORDER BY e.seq"
             )
             sweeps = await conn.fetch("SELECT * FROM sweeps ORDER BY id")
             links = await conn.fetch("SELECT * FROM sweep_payments")
