@@ -6,6 +6,7 @@ fallback on a node without EIP-7702 (Anvil `--hardfork cancun`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -319,3 +320,17 @@ async def test_a_batch_dropped_by_a_reorg_is_sent_again(rig_7702: Rig) -> None:
         assert rig.token_balance("TD18", WALLET.address(1230 + i)) == 0
         assert len(await rig.swept_events(payment_id)) == 1
     await assert_reconciled(rig)
+
+
+def test_check_probes_eip7702(tmp_path: Path, anvil: AnvilProcess, cancun: AnvilProcess) -> None:
+    """`ctripd check` says which mode `auto` takes, and fails `eip7702` where it cannot be."""
+    from test_check import check, write
+
+    path = write(tmp_path, anvil, "")
+    assert "ok   chain anvil sweep_mode auto: EIP-7702 batches" in check(path).stdout
+    path = write(tmp_path, cancun, "")
+    assert "ok   chain anvil sweep_mode auto: gas top-ups (the node refuses" in check(path).stdout
+    chains = tmp_path / "chains.yaml"
+    chains.write_text(chains.read_text().replace("treasury:", "sweep_mode: eip7702, treasury:"))
+    result = check(path)
+    assert "FAIL chain anvil sweep_mode eip7702: the node refuses EIP-7702" in result.stdout
