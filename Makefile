@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 
 export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
-.PHONY: install devtools dev test lint typecheck pytest browser tokens bench faults clean
+.PHONY: install devtools dev test lint typecheck pytest browser tokens delegate bench faults clean
 
 # Production: the package (not editable) and its runtime dependencies only: no dev extras, no
 # npm, no Anvil. Run again after `git pull` to install the new code.
@@ -70,6 +70,12 @@ faults: devtools browser
 # for `ctripd dev`) from their sources in contracts/.
 tokens: devtools
 	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build TestToken.sol UsdtLikeToken.sol Forwarder.sol FalseToken.sol
+
+# Rebuild the sweep delegate's artifact (ctripd/chain/contracts/SweepDelegate.json, shipped in
+# the package: ctripd deploys it and checks deployed delegates against it) from
+# contracts/SweepDelegate.sol.
+delegate: devtools
+	$(BIN)/python contracts/build_delegate.py
 
 bench: devtools
 	$(BIN)/python -m bench.create_payments

@@ -32,6 +32,9 @@ FIRST_DEPOSIT_INDEX = 1000
 # Where the gas wallet is derived: its own hardened account, or (as ctripd did before) the
 # deposit addresses' chain.
 GAS_WALLETS = ("hardened", "deposit-branch")
+# How a chain's deposits are swept: "topup" (gas top-up, then the deposit's own transaction),
+# "eip7702" (batches through the sweep delegate), "auto" (eip7702 where the chain supports it).
+SWEEP_MODES = ("auto", "eip7702", "topup")
 # Longest duration any key accepts: more is a typo, and huge values overflow datetime arithmetic.
 MAX_SECONDS = 365 * 86400
 # Largest values of the Postgres INTEGER / BIGINT columns a key is stored in.
@@ -226,6 +229,13 @@ class ChainConfig:
     block_time: float = field(default=12.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     # A head block older than this many seconds: the chain (or every node of it) is stalled.
     stall_after: int = field(default=120, metadata=_SECONDS)
+    # "auto" | "eip7702" | "topup" (SWEEP_MODES).
+    sweep_mode: str = "auto"
+    # Most deposits one EIP-7702 batch sweeps (fewer if the block gas limit demands).
+    sweep_batch_size: int = field(default=100, metadata=_bounded(1, 1000))
+    # An already deployed sweep delegate for `treasury` (its code is checked); else ctripd
+    # deploys one from the gas wallet on first use.
+    sweep_delegate: str | None = None
 
     def dust_threshold_of(self, token: str | None) -> int:
         """Base units of the asset (native for None) at or below which a balance waits."""
@@ -485,6 +495,12 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(file, f"{prefix}rpc[{j}]", f"not an http(s) URL: {url!r}")
     values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
+    if values.get("sweep_mode", "auto") not in SWEEP_MODES:
+        raise ConfigError(file, f"{prefix}sweep_mode", f"must be {', '.join(SWEEP_MODES)}")
+    if values.get("sweep_delegate") is not None:
+        values["sweep_delegate"] = _check_address(
+            values["sweep_delegate"], file, f"{prefix}sweep_delegate"
+        )
 
     native_raw = entry.get("native")
     if not isinstance(native_raw, dict):

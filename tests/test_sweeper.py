@@ -51,6 +51,8 @@ def chain_entry(anvil: AnvilProcess, **extra: Any) -> dict[str, Any]:
         "poll_interval": 1,
         "native": {"symbol": "ETH", "decimals": 18},
         "treasury": TREASURY,
+        # The top-up path; tests/test_sweep_7702.py covers EIP-7702 batches.
+        "sweep_mode": "topup",
         **extra,
     }
 

@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 
 from ctripd import db
+from ctripd.chain import delegate
 from ctripd.chain.rpc import RpcClient, display_url
 from ctripd.chain.tokens import decimals_mismatches
 from ctripd.cli.common import EXIT_CONFIG, check_secrets
@@ -69,6 +70,9 @@ async def run_checks(config_path: str) -> int:
                 report(True, what, f"chain id {got}, head {head}")
             if chain.tokens and failures == failed_before:
                 await check_tokens(chain, RpcClient(chain.name, list(chain.rpc), session), report)
+            if failures == failed_before:
+                rpc = RpcClient(chain.name, list(chain.rpc), session)
+                await check_sweep_mode(chain, rpc, report)
     print("all checks passed" if not failures else f"{failures} check(s) failed")
     return 0 if not failures else 1
 
@@ -88,6 +92,41 @@ async def check_tokens(
             report(False, what, wrong[symbol].problem())
         else:
             report(True, what, f"{token.decimals} decimals")
+
+
+async def check_sweep_mode(
+    chain: ChainConfig, rpc: RpcClient, report: Callable[[bool, str, str], None]
+) -> None:
+    """Whether the chain takes EIP-7702 transactions, as `auto` and `eip7702` need, and the
+    configured delegate's code."""
+    what = f"chain {chain.name} sweep_mode {chain.sweep_mode}"
+    try:
+        supported = chain.sweep_mode != "topup" and await delegate.supports_7702(
+            rpc, chain.chain_id
+        )
+        code = None
+        if chain.sweep_delegate is not None:
+            code = await rpc.call("eth_getCode", [chain.sweep_delegate, "latest"])
+    except CtripdError as exc:
+        report(False, what, str(exc))
+        return
+    if chain.sweep_mode == "topup":
+        report(True, what, "gas top-ups")
+    elif supported:
+        report(True, what, "EIP-7702 batches (the node takes type-4 transactions)")
+    elif chain.sweep_mode == "auto":
+        report(True, what, "gas top-ups (the node refuses EIP-7702 transactions)")
+    else:
+        report(False, what, "the node refuses EIP-7702 (type-4) transactions")
+    if chain.sweep_delegate is not None:
+        ok = delegate.is_delegate_for(code, chain.treasury)
+        report(
+            ok,
+            f"chain {chain.name} sweep_delegate {chain.sweep_delegate}",
+            "the sweep delegate's code for the treasury"
+            if ok
+            else "its code is not the sweep delegate's sweeping to the chain's treasury",
+        )
 
 
 def _listed(ids: list[str]) -> str:

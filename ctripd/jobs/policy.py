@@ -20,6 +20,12 @@ alone must not move funds: a row that asks for anything else is refused.
   and the payment still holds that much in that asset.
 - With the gas wallet on its own account, what is left in the former one (the deposit chain's
   index `gas_wallet_index`) may go, as a native sweep, only to the treasury.
+- EIP-7702 (SPEC §16): a `deploy` goes only from the gas wallet and creates the sweep delegate
+  for the chain's treasury or a merchant's approved one on this chain. A `batch` goes only from
+  the gas wallet to the delegate recorded for a treasury, whose code this process has read on
+  chain and found to be the committed delegate's sweeping to that treasury; every deposit it
+  sweeps (and authorizes to that delegate) is derived at the index the ledger records and holds
+  a confirmed payment of this chain in that asset whose treasury is that one.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ctripd.chain import delegate
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
@@ -38,13 +45,26 @@ from ctripd.ledger.merchants import binding_text, treasury_text
 
 Q = queries("policy")
 
-KINDS = ("native", "token", "gas_topup", "recover")
+KINDS = ("native", "token", "gas_topup", "recover", "deploy", "batch")
+# Kinds whose transaction sends no value (a contract creation, a call).
+NO_VALUE = ("deploy", "batch")
 # More gas than any ERC-20 transfer of a configured token needs; bounds a top-up's value.
 TOPUP_GAS_CEILING = 300_000
 
 
 class PolicyRefusal(CtripdError):
     """A transaction outside the signing policy; nothing was signed."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One deposit a batch sweeps: its whole balance of `token` (None: native coin), with an
+    authorization to the delegate signed at `auth_nonce` (None: already delegated to it)."""
+
+    address: str
+    index: int
+    token: str | None
+    auth_nonce: int | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,8 @@ class Intent:
     amount: int
     # The recovery a `recover` transaction carries out.
     ref: int | None = None
+    # The deposits a `batch` sweeps.
+    entries: tuple[Entry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,14 +126,35 @@ class SigningPolicy:
         self.chain = chain
         self.wallet = wallet
         self.gas = gas
+        # Delegates whose code this process read on chain and found right: address → treasury.
+        # Kept in memory, never in the database: a row pointing elsewhere is not trusted.
+        self._delegates: dict[str, str] = {}
+
+    def trust_delegate(self, address: str, treasury: str, code: str | None) -> bool:
+        """Remember `address` as the delegate of `treasury` if `code` (read from the chain at
+        that address) is the committed delegate's sweeping there; returns whether it is."""
+        if not delegate.is_delegate_for(code, treasury):
+            return False
+        self._delegates[address.lower()] = treasury
+        return True
+
+    def trusted_treasury(self, address: str) -> str | None:
+        return self._delegates.get(address.lower())
 
     async def check(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         """Raise PolicyRefusal, naming the rule, unless the policy allows `intent`."""
         if intent.kind not in KINDS:
             raise PolicyRefusal(f"unknown kind {intent.kind!r}")
-        if intent.amount <= 0:
+        if intent.kind in NO_VALUE:
+            if intent.amount != 0:
+                raise PolicyRefusal(f"a {intent.kind} sends no value, not {intent.amount}")
+        elif intent.amount <= 0:
             raise PolicyRefusal(f"amount {intent.amount} is not positive")
-        if intent.kind == "gas_topup":
+        if intent.kind == "deploy":
+            await self._check_deploy(conn, intent)
+        elif intent.kind == "batch":
+            await self._check_batch(conn, intent)
+        elif intent.kind == "gas_topup":
             await self._check_top_up(conn, intent)
         elif intent.kind == "recover":
             await self._check_recovery(conn, intent)
@@ -148,6 +191,57 @@ class SigningPolicy:
                 f"{intent.to} is not the treasury of merchant {deposit['merchant']!r} on chain "
                 f"{self.chain.name}"
             )
+
+    def _check_gas_sender(self, intent: Intent) -> None:
+        if (intent.index, intent.sender) != (self.gas.index, self.gas.address):
+            raise PolicyRefusal(f"a {intent.kind} from {intent.sender}, not the gas wallet")
+
+    async def _treasury_allowed(self, conn: Conn | asyncpg.Pool, treasury: str) -> bool:
+        """The chain's treasury, or a merchant's on this chain with a valid approval."""
+        if treasury == self.chain.treasury:
+            return True
+        for row in await conn.fetch(Q["merchant_treasuries_at"], self.chain.name, treasury):
+            text = treasury_text(row["merchant"], self.chain.name, row["address"])
+            if hmac.compare_digest(self.wallet.approve(text), bytes(row["approval"])):
+                return True
+        return False
+
+    async def _check_deploy(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        self._check_gas_sender(intent)
+        if intent.token is not None or intent.entries:
+            raise PolicyRefusal("a delegate deployment names a token or deposits")
+        if not await self._treasury_allowed(conn, intent.to):
+            raise PolicyRefusal(f"{intent.to} is no treasury on chain {self.chain.name}")
+
+    async def _check_batch(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        self._check_gas_sender(intent)
+        treasury = self.trusted_treasury(intent.to)
+        if treasury is None:
+            raise PolicyRefusal(f"{intent.to} is no delegate whose code was checked")
+        recorded = await conn.fetchval(Q["delegate_of"], self.chain.name, treasury)
+        if recorded is None or recorded.lower() != intent.to.lower():
+            raise PolicyRefusal(f"{intent.to} is not the recorded delegate of {treasury}")
+        if intent.token is not None or not intent.entries:
+            raise PolicyRefusal("a batch names a token or no deposits")
+        if len({e.address.lower() for e in intent.entries}) != len(intent.entries):
+            raise PolicyRefusal("a batch names a deposit twice")
+        for e in intent.entries:
+            if self.wallet.address(e.index) != e.address:
+                raise PolicyRefusal(f"index {e.index} does not derive {e.address}")
+            if e.token is not None and self.chain.token_at(e.token) is None:
+                raise PolicyRefusal(f"{e.token} is not a token of chain {self.chain.name}")
+            deposit = await conn.fetchrow(
+                Q["confirmed_deposit"], self.chain.name, e.address, e.index, e.token
+            )
+            if deposit is None:
+                raise PolicyRefusal(
+                    f"{e.address} holds no confirmed payment of this chain in this asset"
+                )
+            if treasury_of(self.wallet, self.chain, deposit) != treasury:
+                raise PolicyRefusal(
+                    f"{treasury} is not the treasury of merchant {deposit['merchant']!r} on "
+                    f"chain {self.chain.name}"
+                )
 
     async def _check_top_up(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
         # The former gas wallet only ever re-signs a top-up it had in flight at the upgrade.

@@ -34,6 +34,10 @@ transaction *before* anything is sent:
   treasury; a token that returns false or takes a fee fails the sweep with the reason.
 - The run lock lives on a connection of its own, so a run never holds a pool connection while
   it waits on the node, and any number of chains sweep with a small pool.
+- EIP-7702 (`sweep_mode`, probed for `auto` on the first run): the due deposits, token and
+  native alike, are swept by `batch` transactions of the gas wallet through their treasury's
+  delegate (`jobs.batches`), deployed by a `deploy` sweep on first use; no top-ups, nothing
+  left at the deposits. Both are rows of this engine like any other.
 """
 
 from __future__ import annotations
@@ -51,13 +55,22 @@ from eth_account import Account
 from eth_account.datastructures import SignedTransaction
 
 from ctripd import db
-from ctripd.chain.evm import TRANSFER_TOPIC, balance_of_data, transfer_data
+from ctripd.chain import delegate
+from ctripd.chain.evm import balance_of_data, transfer_data, transfer_logged
 from ctripd.chain.fees import Fee, FeeCapError, current_fee, replacement_fee
 from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
-from ctripd.jobs.policy import GasWallet, Intent, PolicyRefusal, SigningPolicy, treasury_of
+from ctripd.jobs import batches
+from ctripd.jobs.policy import (
+    Entry,
+    GasWallet,
+    Intent,
+    PolicyRefusal,
+    SigningPolicy,
+    treasury_of,
+)
 from ctripd.ledger import recoveries
 from ctripd.ledger.events import record_event
 from ctripd.money import to_decimal_string
@@ -74,6 +87,8 @@ FEE_WAIT = 600.0
 PLAN_LIMIT = 200
 # Deposit addresses looked at for native change per round.
 CHANGE_LIMIT = 50
+# Kinds the gas wallet sends (with its own key where it has an account of its own).
+GAS_WALLET_KINDS = ("gas_topup", "deploy", "batch")
 
 
 class Step(enum.Enum):
@@ -201,6 +216,8 @@ class Sweeper:
         self._has_code: dict[str, bool] = {}
         # Today's fee, read once per round by whichever step needs it first.
         self._round_fee: Fee | None = None
+        # "topup" or "eip7702"; None until the first run has probed an `auto` chain.
+        self._mode: str | None = None if chain.sweep_mode == "auto" else chain.sweep_mode
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -214,7 +231,13 @@ class Sweeper:
             head = await self.rpc.block_number()
             self._round_fee = None
             await self._advance(head)
-            new = await self._plan(head)
+            mode = await self._sweep_mode()
+            if mode == "eip7702":
+                new = await self._plan_batches(head)
+            elif mode == "topup":
+                new = await self._plan(head)
+            else:
+                new = []
             new += await self._plan_change(head)
             new += await self._plan_legacy_gas(head)
             new += await self._plan_recoveries()
@@ -246,6 +269,26 @@ class Sweeper:
         if self._lock_conn is not None:
             await self._lock_conn.close()
             self._lock_conn = None
+
+    async def _sweep_mode(self) -> str | None:
+        """The chain's mode; `auto` asks the node once whether it takes EIP-7702 transactions
+        (None while it cannot be asked: nothing new is planned)."""
+        if self._mode is None:
+            try:
+                supported = await delegate.supports_7702(self.rpc, self.chain.chain_id)
+            except RpcError as exc:
+                log.warning("sweep.mode_probe_failed", chain=self.chain.name, error=str(exc))
+                return None
+            self._mode = "eip7702" if supported else "topup"
+            log.info(
+                "sweep.mode",
+                chain=self.chain.name,
+                mode=self._mode,
+                reason="the node takes EIP-7702 transactions"
+                if supported
+                else "the node refuses EIP-7702 transactions: gas top-ups",
+            )
+        return self._mode
 
     async def _fee(self) -> Fee:
         """Today's fee under the chain's cap; replacements, planning, change and recoveries of
@@ -377,6 +420,12 @@ class Sweeper:
         price = _uint(receipt.get("effectiveGasPrice") or hex(int(version["gas_price"] or 0)))
         error = None if ok else f"reverted in block {block}"
         moves_tokens = row["token_address"] is not None and row["kind"] in ("token", "recover")
+        if ok and row["kind"] == "deploy":
+            created = str(receipt.get("contractAddress") or "").lower()
+            expected = await self.pool.fetchval(Q["deployed_delegate"], row["id"])
+            if expected is None or created != expected.lower():
+                ok = False
+                error = f"mined in block {block} without creating the delegate {expected}"
         if ok and moves_tokens and not _moved(row, int(version["amount"]), receipt):
             ok = False
             error = (
@@ -400,6 +449,11 @@ class Sweeper:
                 return
             if done["kind"] == "recover":
                 await conn.execute(Q["finish_recovery"], row["id"], status, error)
+            elif done["kind"] == "deploy":
+                if not ok:
+                    await conn.execute(Q["forget_delegate"], row["id"])
+            elif done["kind"] == "batch":
+                await self._finish_batch(conn, done, receipt if ok else None)
             elif ok and done["kind"] != "gas_topup":
                 for payment in await conn.fetch(Q["cover_payments"], row["id"]):
                     await record_event(
@@ -422,9 +476,51 @@ class Sweeper:
             **({"reason": error} if error else {}),
         )
 
+    async def _finish_batch(
+        self, conn: Conn, done: asyncpg.Record, receipt: dict[str, Any] | None
+    ) -> None:
+        """Each entry of a mined batch by its effect in the receipt (None: reverted): the
+        payments of a swept one are covered and told, in the same transaction."""
+        treasury = await conn.fetchval(Q["delegate_treasury"], self.chain.name, done["to_address"])
+        for e in await conn.fetch(Q["entries"], done["id"]):
+            entry = Entry(e["address"], int(e["address_index"]), e["token_address"], None)
+            moved = (
+                None
+                if receipt is None or treasury is None
+                else batches.moved(entry, int(e["amount"]), treasury, receipt)
+            )
+            status = "failed" if moved is None else "swept"
+            await conn.execute(Q["finish_entry"], done["id"], e["address"], status, moved)
+            if moved is None:
+                self._sweep_log(done).warning(
+                    "sweep.entry_failed",
+                    address=e["address"],
+                    token=e["token_address"],
+                    reason="the receipt shows no sweep of the planned amount to the treasury"
+                    " (re-delegated elsewhere, swept before, or the batch reverted)",
+                )
+        for payment in await conn.fetch(Q["cover_entry_payments"], done["id"]):
+            facts = batches.entry_facts(
+                done,
+                payment["address"],
+                payment["token_address"],
+                str(treasury),
+                int(payment["moved"]),
+                payment["decimals"],
+            )
+            await record_event(
+                cast(asyncpg.Connection, conn),
+                "payment.swept",
+                payment["id"],
+                extra={"sweep": facts},
+                operator_url=self.operator_url,
+            )
+
     async def _fail_unmined(self, row: asyncpg.Record, reason: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(Q["fail_unmined"], row["id"], reason, self.clock())
+            await conn.execute(Q["fail_entries"], row["id"])
+            await conn.execute(Q["forget_delegate"], row["id"])
             await conn.execute(Q["finish_recovery"], row["id"], "failed", reason)
         self._sweep_log(row).error("sweep.failed", kind=row["kind"], reason=reason)
 
@@ -471,6 +567,23 @@ class Sweeper:
         if recovery is not None and row["token_address"] is None:
             # A native recovery pays its fee from the recovered funds, at the new price too.
             amount = int(recovery["amount"]) - gas * fee.per_gas
+        entries: tuple[Entry, ...] = ()
+        if row["kind"] == "batch":
+            # After a restart the delegate's code is read again before anything is re-signed.
+            treasury = await self.pool.fetchval(
+                Q["delegate_treasury"], self.chain.name, row["to_address"]
+            )
+            if treasury is not None:
+                await self._trusted(row["to_address"], treasury)
+            entries = tuple(
+                Entry(
+                    e["address"],
+                    int(e["address_index"]),
+                    e["token_address"],
+                    _opt_int(e["auth_nonce"]),
+                )
+                for e in await self.pool.fetch(Q["entries"], row["id"])
+            )
         intent = Intent(
             kind=row["kind"],
             index=int(row["from_index"]),
@@ -479,6 +592,7 @@ class Sweeper:
             token=row["token_address"],
             amount=amount,
             ref=recovery["id"] if recovery is not None else None,
+            entries=entries,
         )
         try:
             signed = await self._sign(intent, int(row["nonce"]), int(row["gas_limit"]), fee)
@@ -532,8 +646,9 @@ class Sweeper:
 
     # ---- planning ---------------------------------------------------------------------------
 
-    async def _plan(self, head: int) -> list[int]:
-        """Sign sweeps (or gas top-ups) for the due payments; returns the new sweeps' ids."""
+    async def _due(self, head: int) -> list[tuple[_Group, int, int]] | None:
+        """The due payments by deposit address and asset, with the address's native and token
+        balances at the safe block; None when the fee or the balances cannot be had now."""
         now = self.clock()
         safe_block = self._safe_block(head)
         due = await self.pool.fetch(Q["due_payments"], self.chain.name, now, PLAN_LIMIT)
@@ -552,23 +667,20 @@ class Sweeper:
             if token is not None:
                 calls.append(("eth_call", [{"to": token, "data": balance_of_data(address)}, safe]))
         try:
-            fee = await self._fee()
+            await self._fee()
             answers = iter(await self.rpc.batch(calls))
         except FeeCapError as exc:
             log.warning("sweep.fee_above_cap", chain=self.chain.name, error=str(exc))
-            return []
+            return None
         except RpcError as exc:
             # E.g. a node behind the safe block ("header not found"): the unfinished sweeps
             # were already advanced this round; planning waits for the next one.
             log.warning("sweep.plan_deferred", chain=self.chain.name, error=str(exc))
-            return []
-        new: list[int] = []
-        busy: set[str] = set()
+            return None
+        found: list[tuple[_Group, int, int]] = []
         for (address, token), payments in groups.items():
             native = _uint(next(answers))
             token_balance = _uint(next(answers)) if token is not None else 0
-            if address in busy:
-                continue
             group = _Group(address, int(payments[0]["address_index"]), token, payments)
             if self.wallet.address(group.index) != address:
                 log.error(
@@ -580,43 +692,234 @@ class Sweeper:
                 )
                 await self._defer(group, MAX_RETRY_DELAY)
                 continue
+            found.append((group, native, token_balance))
+        return found
+
+    async def _plan_failed(self, group: _Group, exc: Exception) -> None:
+        """A group that could not be planned waits (doubling back-off); the others go on."""
+        address = group.address
+        if isinstance(exc, PolicyRefusal):
+            # E.g. a merchant's treasury row the operator did not approve: nothing was
+            # signed, and someone wrote to the database.
+            log.critical(
+                "sweep.policy_refused", chain=self.chain.name, sender=address, reason=str(exc)
+            )
+        elif not isinstance(exc, RpcError):
+            log.exception("sweep.plan_error", chain=self.chain.name, address=address)
+        failures = self._plan_failures.get(address, 0) + 1
+        self._plan_failures[address] = failures
+        delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**failures)
+        await self._defer(group, delay)
+        log.warning(
+            "sweep.plan_failed",
+            chain=self.chain.name,
+            address=address,
+            error=str(exc),
+            retry_in=delay,
+        )
+
+    async def _plan(self, head: int) -> list[int]:
+        """Sign sweeps (or gas top-ups) for the due payments; returns the new sweeps' ids."""
+        due = await self._due(head)
+        if not due:
+            return []
+        fee = await self._fee()
+        new: list[int] = []
+        busy: set[str] = set()
+        for group, native, token_balance in due:
+            if group.address in busy:
+                continue
             try:
                 sweep_id = await (
                     self._plan_native(group, native, fee)
-                    if token is None
+                    if group.token is None
                     else self._plan_token(group, token_balance, native, fee)
                 )
             except InjectedCrash:
                 raise
             except Exception as exc:  # one bad group never stops the chain's planning
-                if isinstance(exc, PolicyRefusal):
-                    # E.g. a merchant's treasury row the operator did not approve: nothing was
-                    # signed, and someone wrote to the database.
-                    log.critical(
-                        "sweep.policy_refused",
-                        chain=self.chain.name,
-                        sender=address,
-                        reason=str(exc),
-                    )
-                elif not isinstance(exc, RpcError):
-                    log.exception("sweep.plan_error", chain=self.chain.name, address=address)
-                failures = self._plan_failures.get(address, 0) + 1
-                self._plan_failures[address] = failures
-                delay = min(MAX_RETRY_DELAY, self.chain.poll_interval * 2**failures)
-                await self._defer(group, delay)
-                log.warning(
-                    "sweep.plan_failed",
-                    chain=self.chain.name,
-                    address=address,
-                    error=str(exc),
-                    retry_in=delay,
-                )
+                await self._plan_failed(group, exc)
                 continue
-            self._plan_failures.pop(address, None)
+            self._plan_failures.pop(group.address, None)
             if sweep_id is not None:
                 new.append(sweep_id)
-                busy.add(address)
+                busy.add(group.address)
         return new
+
+    # ---- EIP-7702 batches --------------------------------------------------------------------
+
+    async def _plan_batches(self, head: int) -> list[int]:
+        """The due token deposits, grouped by treasury, swept through the treasury's delegate
+        in batches of at most `sweep_batch_size` (fewer where the block gas limit demands); a
+        treasury without a delegate gets one deployed first. Native deposits keep paying their
+        own sweep (see README, "Gas-less sweeps"): cheaper in gas, and an address that was
+        never delegated still takes 21,000-gas payments."""
+        due = await self._due(head)
+        if not due:
+            return []
+        fee = await self._fee()
+        by_treasury: dict[str, list[tuple[_Group, int]]] = {}
+        new: list[int] = []
+        seen: set[str] = set()
+        for group, native, token_balance in due:
+            # One sweep per deposit and round: a second asset at it waits for the next one.
+            if group.address in seen:
+                continue
+            seen.add(group.address)
+            try:
+                if group.token is None:
+                    sweep_id = await self._plan_native(group, native, fee)
+                    new += [] if sweep_id is None else [sweep_id]
+                    continue
+                if token_balance <= self.chain.dust_threshold_of(group.token):
+                    await self._mark_dust(group, token_balance)
+                    continue
+                treasury = group.treasury(self.wallet, self.chain)
+            except InjectedCrash:
+                raise
+            except Exception as exc:
+                await self._plan_failed(group, exc)
+                continue
+            by_treasury.setdefault(treasury, []).append((group, token_balance))
+        for treasury, items in by_treasury.items():
+            try:
+                address, deploy = await self._delegate(treasury, fee)
+                if deploy is not None:
+                    new.append(deploy)
+                if address is None:
+                    continue
+                new += await self._plan_treasury_batches(address, items, fee)
+            except InjectedCrash:
+                raise
+            except Exception as exc:  # the other treasuries' deposits go on
+                for group, _ in items:
+                    await self._plan_failed(group, exc)
+        return new
+
+    async def _delegate(self, treasury: str, fee: Fee) -> tuple[str | None, int | None]:
+        """The treasury's delegate once usable (its code checked on chain, once per process),
+        and the id of a `deploy` sweep signed now for a treasury without one."""
+        configured = self.chain.sweep_delegate
+        if configured is not None and treasury == self.chain.treasury:
+            await self.pool.execute(Q["configure_delegate"], self.chain.name, treasury, configured)
+        row = await self.pool.fetchrow(Q["delegate"], self.chain.name, treasury)
+        if row is None:
+            data = delegate.creation_data(treasury)
+            estimate = _uint(
+                await self.rpc.call("eth_estimateGas", [{"from": self.gas.address, "data": data}])
+            )
+            sweep_id = await self._create(
+                kind="deploy",
+                index=self.gas.index,
+                sender=self.gas.address,
+                to=treasury,
+                token=None,
+                amount=0,
+                gas=-(-estimate * GAS_MARGIN[0] // GAS_MARGIN[1]),
+                fee=fee,
+                covered=[],
+            )
+            log.info("sweep.delegate_deploying", chain=self.chain.name, treasury=treasury)
+            return None, sweep_id
+        if row["sweep_id"] is not None and row["deploy_status"] != "confirmed":
+            return None, None  # its deployment is in flight
+        address: str = row["address"]
+        return (address if await self._trusted(address, treasury) else None), None
+
+    async def _trusted(self, address: str, treasury: str) -> bool:
+        """Whether `address` holds the delegate's code for `treasury`, read from the chain once
+        per process (the signing policy trusts nothing else)."""
+        if self.policy.trusted_treasury(address) == treasury:
+            return True
+        code = await self.rpc.call("eth_getCode", [address, "latest"])
+        if self.policy.trust_delegate(address, treasury, code):
+            return True
+        log.critical(
+            "sweep.delegate_mismatch",
+            chain=self.chain.name,
+            delegate=address,
+            treasury=treasury,
+            reason="its code is not the sweep delegate's for this treasury: no batch goes"
+            " through it",
+        )
+        return False
+
+    async def _plan_treasury_batches(
+        self, address: str, items: list[tuple[_Group, int]], fee: Fee
+    ) -> list[int]:
+        """Batches of one treasury's deposits. A deposit not delegated to `address` (no code,
+        or delegated elsewhere by someone holding its key) gets an authorization at its nonce."""
+        calls: list[tuple[str, list[Any]]] = []
+        for group, _ in items:
+            calls.append(("eth_getCode", [group.address, "latest"]))
+            calls.append(("eth_getTransactionCount", [group.address, "pending"]))
+        answers = iter(await self.rpc.batch(calls))
+        planned: list[tuple[_Group, int, Entry]] = []
+        for group, balance in items:
+            code, nonce = next(answers), _uint(next(answers))
+            target = delegate.delegated_to(code)
+            if target is not None and target != address.lower():
+                log.warning(
+                    "sweep.redelegated",
+                    chain=self.chain.name,
+                    address=group.address,
+                    delegate=target,
+                    reason="delegated elsewhere: authorized to the treasury's delegate again",
+                )
+            auth = None if target == address.lower() else nonce
+            planned.append((group, balance, Entry(group.address, group.index, group.token, auth)))
+        limit = await self._batch_gas_limit()
+        new: list[int] = []
+        for chunk in batches.chunks(planned, self.chain.sweep_batch_size):
+            new += await self._plan_batch(address, list(chunk), fee, limit)
+        return new
+
+    async def _batch_gas_limit(self) -> int:
+        """Half the latest block's gas limit: what one batch may use at most."""
+        latest = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
+        return _uint(latest["gasLimit"]) // 2
+
+    async def _plan_batch(
+        self, address: str, planned: list[tuple[_Group, int, Entry]], fee: Fee, limit: int
+    ) -> list[int]:
+        """Sign one batch (halved until its estimate fits under `limit`)."""
+        intent = Intent(
+            "batch",
+            self.gas.index,
+            self.gas.address,
+            address,
+            None,
+            0,
+            entries=tuple(e for _, _, e in planned),
+        )
+        # The estimate needs the signed authorizations: the policy sees the batch first.
+        await self.policy.check(self.pool, intent)
+        params = batches.estimate_params(self.wallet, self.chain.chain_id, intent)
+        gas = -(
+            -_uint(await self.rpc.call("eth_estimateGas", [params]))
+            * GAS_MARGIN[0]
+            // GAS_MARGIN[1]
+        )
+        if gas > limit and len(planned) > 1:
+            half = len(planned) // 2
+            return await self._plan_batch(address, planned[:half], fee, limit) + (
+                await self._plan_batch(address, planned[half:], fee, limit)
+            )
+        sweep_id = await self._create(
+            kind="batch",
+            index=self.gas.index,
+            sender=self.gas.address,
+            to=address,
+            token=None,
+            amount=0,
+            gas=gas,
+            fee=fee,
+            covered=[c for group, _, _ in planned for c in group.covered],
+            entries=[(entry, balance) for _, balance, entry in planned],
+        )
+        for group, _, _ in planned:
+            self._plan_failures.pop(group.address, None)
+        return [sweep_id]
 
     async def _plan_change(self, head: int) -> list[int]:
         """Native coin left at deposit addresses by gas top-ups, after their token sweeps, goes
@@ -917,13 +1220,18 @@ class Sweeper:
         fee: Fee,
         covered: list[tuple[str, int]],
         recovery: int | None = None,
+        entries: Sequence[tuple[Entry, int]] = (),
     ) -> int:
         """Allocate the sender's next nonce, sign, and commit the sweep before anything is sent.
 
         The nonce is the larger of the node's pending count and our highest stored nonce + 1,
         under a per-sender lock held to the commit: no two sweeps share one, none is skipped.
+        A batch's entries (each with the balance it plans to move) and the delegate a `deploy`
+        creates are committed with it.
         """
-        intent = Intent(kind, index, sender, to, token, amount, recovery)
+        intent = Intent(
+            kind, index, sender, to, token, amount, recovery, tuple(e for e, _ in entries)
+        )
         # Asked before the lock: a lock never holds a pooled connection across network I/O.
         pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
         now = self.clock()
@@ -953,6 +1261,19 @@ class Sweeper:
                 now,
             )
             await _insert_version(conn, sweep_id, tx_hash, raw, amount, fee, now)
+            for entry, planned in entries:
+                await conn.execute(
+                    Q["insert_entry"],
+                    sweep_id,
+                    entry.address,
+                    entry.index,
+                    entry.token,
+                    planned,
+                    entry.auth_nonce,
+                )
+            if kind == "deploy":
+                address = delegate.create_address(sender, nonce)
+                await conn.execute(Q["record_delegate"], self.chain.name, to, address, sweep_id)
             for payment_id, part in covered:
                 await conn.execute(Q["link_payment"], sweep_id, payment_id, part)
             if recovery is not None:
@@ -981,28 +1302,28 @@ class Sweeper:
     ) -> SignedTransaction:
         """Check `intent` against the signing policy now, then sign it."""
         await self.policy.check(conn if conn is not None else self.pool, intent)
-        if intent.token is not None:  # a token sweep or a recovery of tokens
-            target, value = intent.token, 0
-            data = transfer_data(intent.to, intent.amount)
-        else:
-            target, value, data = intent.to, intent.amount, "0x"
-        tx: dict[str, Any] = {
-            "chainId": self.chain.chain_id,
-            "nonce": nonce,
-            "to": target,
-            "value": value,
-            "data": data,
-            "gas": gas,
-            **fee.tx_fields(),
-        }
         on_gas_account = self.gas.hardened and intent.sender == self.gas.address
         key = (
             self.wallet.gas_private_key(intent.index)
-            if intent.kind == "gas_topup" and on_gas_account
+            if intent.kind in GAS_WALLET_KINDS and on_gas_account
             else self.wallet.private_key(intent.index)
         )
-        signed: SignedTransaction = Account.sign_transaction(tx, key)
+        signed: SignedTransaction = Account.sign_transaction(
+            self._transaction(intent, nonce, gas, fee), key
+        )
         return signed
+
+    def _transaction(self, intent: Intent, nonce: int, gas: int, fee: Fee) -> dict[str, Any]:
+        if intent.kind == "batch":
+            return batches.transaction(self.wallet, self.chain.chain_id, intent, nonce, gas, fee)
+        tx: dict[str, Any] = {"chainId": self.chain.chain_id, "nonce": nonce, "gas": gas}
+        if intent.kind == "deploy":
+            tx |= {"value": 0, "data": delegate.creation_data(intent.to)}
+        elif intent.token is not None:  # a token sweep or a recovery of tokens
+            tx |= {"to": intent.token, "value": 0, "data": transfer_data(intent.to, intent.amount)}
+        else:
+            tx |= {"to": intent.to, "value": intent.amount, "data": "0x"}
+        return tx | fee.tx_fields()
 
     async def _refuse(self, row: asyncpg.Record, reason: str) -> None:
         """A row the policy refuses to sign is final: `refused`, with the rule it broke."""
@@ -1028,19 +1349,9 @@ def _fee_refused(error: str | None) -> bool:
 def _moved(row: asyncpg.Record, amount: int, receipt: dict[str, Any]) -> bool:
     """Whether the receipt holds the token's Transfer of `amount` from the deposit address to
     the sweep's recipient: the only proof the tokens arrived."""
-    sender, to = row["from_address"].lower(), row["to_address"].lower()
-    for entry in receipt.get("logs") or []:
-        topics = entry.get("topics") or []
-        if (
-            len(topics) == 3
-            and topics[0] == TRANSFER_TOPIC
-            and str(entry.get("address", "")).lower() == str(row["token_address"]).lower()
-            and "0x" + topics[1][-40:].lower() == sender
-            and "0x" + topics[2][-40:].lower() == to
-            and int(entry.get("data") or "0x0", 16) == amount
-        ):
-            return True
-    return False
+    return transfer_logged(
+        receipt, row["token_address"], row["from_address"], row["to_address"], amount
+    )
 
 
 def _opt_int(value: Any) -> int | None:

@@ -11,6 +11,8 @@ watcher's scanned block (so every transfer up to B is recorded). For each deposi
     expected token  = credited token (live transfers of that token, ≤ B)
                     − token swept out (confirmed token sweeps, ≤ B)
 
+where swept out includes what each swept entry of a confirmed EIP-7702 batch moved from it.
+
 and the on-chain balance at B must equal it exactly, for the native asset and every configured
 token. Any difference (funds moved without ctripd, a missed or double credit, an uncounted sweep)
 is printed. Addresses with a sweep in flight are listed but not compared: their transaction may

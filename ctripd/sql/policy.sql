@@ -29,3 +29,24 @@ SELECT EXISTS (
 SELECT r.*, p.address, p.address_index
 FROM recoveries r JOIN payments p ON p.id = r.payment_id
 WHERE r.id = $1;
+
+-- name: merchant_treasuries_at
+-- The merchants' treasuries of chain $1 at address $2, with their approvals.
+SELECT merchant, address, approval FROM merchant_treasuries
+WHERE chain = $1 AND lower(address) = lower($2);
+
+-- name: delegate_of
+-- The sweep delegate recorded for treasury $2 on chain $1.
+SELECT address FROM sweep_delegates WHERE chain = $1 AND treasury = $2;
+
+-- name: confirmed_deposit
+-- A confirmed payment of chain $1 with funds at address $2, derived at index $3, in asset $4
+-- (NULL: native coin), with what `treasury_of` needs.
+SELECT p.id, p.merchant, p.chain, p.address_index, p.merchant_binding,
+       mt.address AS treasury, mt.approval
+FROM payments p
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
+WHERE lower(p.address) = lower($2) AND p.chain = $1 AND p.address_index = $3
+  AND p.status = 'confirmed' AND p.amount_confirmed > 0
+  AND lower(coalesce(p.token_address, '')) = lower(coalesce($4::text, ''))
+LIMIT 1;

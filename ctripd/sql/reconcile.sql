@@ -49,11 +49,18 @@ ORDER BY h.address, h.payment_id, h.token NULLS FIRST;
 
 -- name: swept_out
 -- Confirmed sweeps and recoveries mined up to block $2, per deposit address and asset.
-SELECT from_address AS address, lower(token_address) AS token, sum(amount) AS amount
-FROM sweeps
-WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND status = 'confirmed'
-  AND block_number <= $2
-GROUP BY from_address, lower(token_address);
+-- A batch's part: what its receipt showed each swept deposit move.
+SELECT address, token, sum(amount) AS amount FROM (
+    SELECT from_address AS address, lower(token_address) AS token, amount
+    FROM sweeps
+    WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND status = 'confirmed'
+      AND block_number <= $2
+    UNION ALL
+    SELECT e.address, lower(e.token_address), e.moved
+    FROM sweep_entries e JOIN sweeps s ON s.id = e.sweep_id
+    WHERE s.chain = $1 AND s.status = 'confirmed' AND s.block_number <= $2
+      AND e.status = 'swept') moved
+GROUP BY address, token;
 
 -- name: fees_paid
 -- Gas paid by deposit addresses up to block $2: confirmed and reverted sweeps alike.
@@ -70,8 +77,12 @@ WHERE chain = $1 AND kind = 'gas_topup' AND status = 'confirmed' AND block_numbe
 GROUP BY to_address;
 
 -- name: in_flight
+-- Unfinished sweeps' senders and recipients, and the deposits of unfinished batches.
 SELECT from_address, to_address FROM sweeps
-WHERE chain = $1 AND status IN ('signed', 'broadcast');
+WHERE chain = $1 AND status IN ('signed', 'broadcast')
+UNION ALL
+SELECT e.address, e.address FROM sweep_entries e JOIN sweeps s ON s.id = e.sweep_id
+WHERE s.chain = $1 AND s.status IN ('signed', 'broadcast');
 
 -- name: scanned_block
 SELECT scanned_block FROM chains WHERE name = $1;

@@ -12,7 +12,7 @@ SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 -- name: due_payments
 -- Confirmed payments whose confirmed amount is not yet covered by a sweep (or a dust check),
 -- with no sweep of theirs in flight or refused by the signing policy (a tampered row: the
--- operator looks first), outside the back-off after failed sweeps
+-- operator looks first), outside the back-off after failed sweeps (or failed batch entries)
 -- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
 -- `treasury`: the merchant's own on this chain (NULL: the chain's), used only while the payment's
 -- binding to its merchant and the treasury's approval verify (jobs.policy.treasury_of).
@@ -30,7 +30,11 @@ WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_c
   AND COALESCE((
       SELECT max(s.updated_at) + interval '1 minute' * 2 ^ least(count(*) - 1, 9)
       FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
-      WHERE sp.payment_id = p.id AND s.status = 'failed'), '-infinity') <= $2
+      WHERE sp.payment_id = p.id
+        AND (s.status = 'failed'
+             OR EXISTS (SELECT 1 FROM sweep_entries e
+                        WHERE e.sweep_id = s.id AND e.address = p.address
+                          AND e.status = 'failed'))), '-infinity') <= $2
 ORDER BY p.address, p.id
 LIMIT $3;
 
@@ -192,3 +196,51 @@ WHERE r.chain = $1 AND r.status = 'approved' AND r.sweep_id IS NULL
                     AND s.status IN ('signed', 'broadcast'))
 ORDER BY r.id
 LIMIT 50;
+
+-- name: insert_entry
+INSERT INTO sweep_entries (sweep_id, address, address_index, token_address, amount, auth_nonce)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: entries
+SELECT * FROM sweep_entries WHERE sweep_id = $1 ORDER BY address;
+
+-- name: finish_entry
+UPDATE sweep_entries SET status = $3, moved = $4 WHERE sweep_id = $1 AND address = $2;
+
+-- name: fail_entries
+UPDATE sweep_entries SET status = 'failed' WHERE sweep_id = $1 AND status = 'pending';
+
+-- name: cover_entry_payments
+-- The payments at a swept entry's deposit of batch $1: covered as linked.
+UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
+FROM sweep_payments sp, sweep_entries e
+WHERE sp.sweep_id = $1 AND p.id = sp.payment_id AND e.sweep_id = sp.sweep_id
+  AND e.address = p.address AND e.status = 'swept'
+RETURNING p.id, p.decimals, p.address, e.token_address, e.moved;
+
+-- name: delegate
+-- The sweep delegate of treasury $2 on chain $1, and the state of the sweep deploying it
+-- (NULL: configured).
+SELECT d.address, d.sweep_id, s.status AS deploy_status
+FROM sweep_delegates d LEFT JOIN sweeps s ON s.id = d.sweep_id
+WHERE d.chain = $1 AND d.treasury = $2;
+
+-- name: delegate_treasury
+SELECT treasury FROM sweep_delegates WHERE chain = $1 AND lower(address) = lower($2);
+
+-- name: deployed_delegate
+SELECT address FROM sweep_delegates WHERE sweep_id = $1;
+
+-- name: configure_delegate
+-- The configured delegate of the chain's treasury.
+INSERT INTO sweep_delegates (chain, treasury, address) VALUES ($1, $2, $3)
+ON CONFLICT (chain, treasury) DO UPDATE SET address = EXCLUDED.address, sweep_id = NULL
+WHERE sweep_delegates.address <> EXCLUDED.address;
+
+-- name: record_delegate
+-- The delegate a `deploy` sweep creates, recorded with it before it is sent.
+INSERT INTO sweep_delegates (chain, treasury, address, sweep_id) VALUES ($1, $2, $3, $4);
+
+-- name: forget_delegate
+-- A deployment that failed: the next round deploys again.
+DELETE FROM sweep_delegates WHERE sweep_id = $1;

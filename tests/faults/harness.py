@@ -153,6 +153,8 @@ class ChainSpec:
     stall_after: int = 120
     # Asset symbol → min_credit (base units): smaller transfers are dust, recorded in aggregate.
     min_credit: dict[str, int] = field(default_factory=dict)
+    # The scenarios written before EIP-7702 sweeps check the top-up path.
+    sweep_mode: str = "topup"
 
     def entry(self) -> dict[str, Any]:
         def credit(symbol: str) -> dict[str, int]:
@@ -173,6 +175,7 @@ class ChainSpec:
             "replace_after": self.replace_after,
             "block_time": self.block_time,
             "stall_after": self.stall_after,
+            "sweep_mode": self.sweep_mode,
         }
 
     def asset(self, symbol: str) -> tuple[str | None, int]:

@@ -142,6 +142,21 @@ def test_non_checksummed_address(files) -> None:  # type: ignore[no-untyped-def]
     assert TREASURY in err.problem
 
 
+def test_sweep_mode_is_one_of_three(files) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[chain(sweep_mode="7702")]))
+    assert err.file.endswith("chains.yaml")
+    assert (err.key, err.problem) == (
+        "chains.anvil.sweep_mode",
+        "must be auto, eip7702, topup",
+    )
+
+
+def test_sweep_delegate_is_a_checksummed_address(files) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[chain(sweep_delegate=TREASURY.lower())]))
+    assert err.key == "chains.anvil.sweep_delegate"
+    assert "not checksummed" in err.problem
+
+
 def test_duplicate_chain_name(files) -> None:  # type: ignore[no-untyped-def]
     err = error_of(files(chains=[chain(), chain(chain_id=1)]))
     assert err.key == "chains.anvil.name"
@@ -216,6 +231,7 @@ CHAIN_CASES: list[tuple[str, Any, str]] = [
     ("replace_after", 0, BETWEEN_1_AND_A_YEAR),
     ("stall_after", 0, BETWEEN_1_AND_A_YEAR),
     ("block_time", 0, f"must be positive and at most {YEAR}"),
+    ("sweep_batch_size", 0, "must be between 1 and 1000"),
     ("native.decimals", 37, "must be between 0 and 36"),
     ("tokens.USDC.decimals", -1, "must be between 0 and 36"),
     ("tokens.USDC.dust_threshold", -5, "must not be negative"),
