@@ -4,7 +4,7 @@
 -- transaction of the gas wallet: `sweep_entries` are the deposits it sweeps, each with the
 -- authorization nonce it signed for the deposit (NULL: already delegated) and, once mined, what
 -- the receipt shows moved to the treasury.
--- depends: 0022.operator-webhook-rows
+-- depends: 0023.event-deliveries
 
 ALTER TABLE sweeps DROP CONSTRAINT sweeps_kind_check;
 ALTER TABLE sweeps ADD CONSTRAINT sweeps_kind_check
