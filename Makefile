@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 
 export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
-.PHONY: install devtools dev test lint typecheck pytest browser tokens bench faults clean
+.PHONY: install devtools dev test lint typecheck pytest browser tokens feeds bench faults clean
 
 # Production: the package (not editable) and its runtime dependencies only: no dev extras, no
 # npm, no Anvil. Run again after `git pull` to install the new code.
@@ -70,6 +70,10 @@ faults: devtools browser
 # for `ctripd dev`) from their sources in contracts/.
 tokens: devtools
 	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build TestToken.sol UsdtLikeToken.sol Forwarder.sol FalseToken.sol
+
+# Rebuild the price-feed aggregator artifact (Chainlink-style, for the rate tests and `ctripd dev`).
+feeds: devtools
+	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build PriceFeed.sol
 
 bench: devtools
 	$(BIN)/python -m bench.create_payments
