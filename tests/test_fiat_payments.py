@@ -4,6 +4,8 @@ against a real Anvil and Postgres."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -249,3 +251,36 @@ async def test_bad_priced_requests_name_their_field(  # type: ignore[no-untyped-
         resp = await client.post("/v1/payments", json=body, headers=headers)
         assert resp.status == 422, (body, await resp.text())
         assert (await resp.json())["field"] == field, body
+
+
+async def test_export_csv_has_the_figures_for_the_books(  # type: ignore[no-untyped-def]
+    shop, make_client, pool: asyncpg.Pool, anvil, rig: Rig
+) -> None:
+    config, td6, _ = shop
+    client = await make_client(config)
+    headers = await key(pool)
+    watcher = rig.watcher(config)
+    await watcher.run_once()
+    payment = await (await create(client, headers, accept=["anvil:ETH", "anvil:TD6"])).json()
+    devtokens.token_transfer(anvil.url, td6, SENDER, payment["address"], 25_000_000)
+    mine(anvil, 2)
+    await watcher.run_once()
+    resp = await client.get("/v1/payments/export.csv?from=2020-01-01", headers=headers)
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(await resp.text())))
+    (row,) = rows
+    assert row["payment_id"] == payment["id"] and row["status"] == "confirmed"
+    assert (row["price"], row["currency"], row["price_received"]) == ("25.00", "USD", "25.00")
+    assert row["locked_rates"] == "anvil:ETH=2005.25;anvil:TD6=1"
+    assert row["amounts_received"] == "anvil:TD6=25"
+    assert (
+        row["confirmed_at"] == (await get_payment(client, headers, payment["id"]))["confirmed_at"]
+    )
+    resp = await client.get("/v1/payments/export.csv?transfers=true", headers=headers)
+    (transfer,) = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert (transfer["asset"], transfer["amount"], transfer["locked_rate"]) == ("TD6", "25", "1")
+    assert Decimal(transfer["value"]) == 25
+    resp = await client.get("/v1/payments/export.csv?from=yesterday", headers=headers)
+    assert resp.status == 400 and (await resp.json())["field"] == "from"
+    resp = await client.get("/v1/payments/export.csv?to=2020-01-01", headers=headers)
+    assert len((await resp.text()).splitlines()) == 1  # the header only

@@ -31,7 +31,7 @@ from ctripd.http.params import (
     status_param,
 )
 from ctripd.http.problems import Problem, validation
-from ctripd.ledger import fiat, payments
+from ctripd.ledger import export, fiat, payments
 from ctripd.ledger.chains import cursor
 from ctripd.ledger.objects import STATUSES, load_payment, transfers_page
 from ctripd.money import AmountError, to_base_units
@@ -463,9 +463,44 @@ async def list_transfers(request: web.Request) -> web.Response:
     )
 
 
+EXPORT_PARAMS = ("from", "to", "transfers")
+
+
+def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
+    """An ISO 8601 date or date-time query parameter (UTC unless it names its offset)."""
+    value = query_param(request, name)
+    if value is None:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Problem(400, f"{name} must be an ISO 8601 date or date-time", field=name) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+async def export_payments(request: web.Request) -> web.Response:
+    """The merchant's payments created in [from, to) as CSV: one row per payment, or per
+    transfer with `transfers=true`."""
+    refuse_unknown_params(request, EXPORT_PARAMS)
+    start = _time_param(request, "from", _EPOCH)
+    end = _time_param(request, "to", datetime.now(UTC))
+    transfers = query_param(request, "transfers")
+    if transfers not in (None, "true", "false"):
+        raise Problem(400, "transfers must be true or false", field="transfers")
+    text = await export.export_csv(
+        request.app[API_POOL], request[MERCHANT], start, end, transfers=transfers == "true"
+    )
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="payments.csv"'},
+    )
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/payments", create_payment)
     app.router.add_get("/v1/payments", list_payments)
+    app.router.add_get("/v1/payments/export.csv", export_payments)
     app.router.add_get("/v1/payments/{id}", get_payment)
     app.router.add_get("/v1/payments/{id}/transfers", list_transfers)
     app.router.add_post("/v1/payments/{id}/cancel", cancel_payment)

@@ -617,6 +617,44 @@ def _payment_paths(config: Config) -> Doc:
                 },
             },
         },
+        "/v1/payments/export.csv": {
+            "get": {
+                "summary": "Export payments as CSV for the books",
+                "operationId": "exportPayments",
+                "description": (
+                    "The merchant's payments created in [`from`, `to`), oldest first: one row per "
+                    "payment (fiat price, locked rates, asset amounts, confirmation time, sweep "
+                    "transactions and fees), or per transfer with `transfers=true` (with its "
+                    "value at the locked rate)."
+                ),
+                "parameters": [
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date-time"},
+                            "description": what,
+                        }
+                        for name, what in (
+                            ("from", "Created at or after (ISO 8601 date or date-time; UTC)."),
+                            ("to", "Created before (default: now)."),
+                        )
+                    ),
+                    {
+                        "name": "transfers",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "CSV with a header row",
+                        "content": {"text/csv": {"schema": {"type": "string"}}},
+                    },
+                    **openapi.problem_responses(400, 401, 403),
+                },
+            }
+        },
         "/v1/payments/{id}": {
             "get": {
                 "summary": "Get a payment",
