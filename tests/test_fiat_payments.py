@@ -247,6 +247,7 @@ async def test_bad_priced_requests_name_their_field(  # type: ignore[no-untyped-
         ({"price": {"amount": "25", "currency": "EUR"}, "accept": ["anvil:ETH"]}, "accept[0]"),
         ({"price": PRICE, "accept": ["anvil:ETH"], "asset": "ETH"}, "asset"),
         ({"price": PRICE}, "accept"),
+        ({"price": None, "accept": ["anvil:ETH"]}, "price"),
     ):
         resp = await client.post("/v1/payments", json=body, headers=headers)
         assert resp.status == 422, (body, await resp.text())

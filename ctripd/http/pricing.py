@@ -94,8 +94,9 @@ def parse_priced(body: dict[str, Any], config: Config) -> PricedRequest:
                 f"unknown field of a payment priced in fiat (allowed: {', '.join(PRICED_FIELDS)})",
             )
     fields = {k: v for k, v in body.items() if v is not None}
-    if "accept" not in fields:
-        raise validation("accept", "is required with price")
+    for name in ("price", "accept"):
+        if name not in fields:
+            raise validation(name, "is required")
     price, currency = parse_price(fields["price"])
     return PricedRequest(price, currency, parse_accept(fields["accept"], config, currency), fields)
 
