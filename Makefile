@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 
 export CTRIPD_ANVIL := $(abspath $(ANVIL))
 
-.PHONY: install devtools dev test lint typecheck pytest browser tokens delegate bench faults clean
+.PHONY: install devtools dev test lint typecheck pytest browser tokens delegate feeds bench faults clean
 
 # Production: the package (not editable) and its runtime dependencies only: no dev extras, no
 # npm, no Anvil. Run again after `git pull` to install the new code.
@@ -76,6 +76,10 @@ tokens: devtools
 # contracts/SweepDelegate.sol.
 delegate: devtools
 	$(BIN)/python contracts/build_delegate.py
+
+# Rebuild the price-feed aggregator artifact (Chainlink-style, for the rate tests and `ctripd dev`).
+feeds: devtools
+	cd contracts && ../$(TOOLS)/node_modules/.bin/solcjs --bin --abi --optimize -o ../ctripd/dev/contracts/build PriceFeed.sol
 
 bench: devtools
 	$(BIN)/python -m bench.create_payments

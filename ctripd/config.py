@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import stat
 import tomllib
 import types
@@ -178,6 +179,43 @@ class WebhooksConfig:
     allow_private_targets: bool = False
 
 
+# Rate sources a pair may name: an exchange's public ticker, or a price-feed aggregator on a chain.
+RATE_SOURCE_KINDS = ("coinbase", "kraken", "feed")
+_PAIR_KEY = re.compile(r"([A-Za-z0-9._-]{1,32})/([A-Z]{3})")
+_MARKET = re.compile(r"[A-Za-z0-9._-]{1,32}")
+
+
+@dataclass(frozen=True)
+class RatePair:
+    """How one asset (by symbol, on every chain that has it) is quoted in one fiat currency."""
+
+    asset: str
+    currency: str
+    # "coinbase:ETH-USD", "kraken:XETHZUSD", "feed:<chain>:<aggregator address>".
+    sources: list[str] = field(default_factory=list)
+    # A stablecoin: quoted 1:1 to the currency, unless its fresh sources show a depeg.
+    peg: bool = False
+    # Fresh sources the quote needs; 0: `[rates] min_sources`.
+    min_sources: int = field(default=0, metadata=_bounded(0, 16))
+
+
+@dataclass(frozen=True)
+class RatesConfig:
+    min_sources: int = field(default=2, metadata=_bounded(1, 16))
+    max_age: int = field(default=300, metadata=_SECONDS)
+    refresh_interval: int = field(default=30, metadata=_SECONDS)
+    timeout: float = field(default=5.0, metadata=_bounded(0, 60, open=True))
+    create_deadline: float = field(default=1.0, metadata=_bounded(0, 60, open=True))
+    depeg_tolerance_bps: int = field(default=200, metadata=_bounded(0, 9999))
+    coinbase_url: str = "https://api.exchange.coinbase.com"
+    kraken_url: str = "https://api.kraken.com"
+    # From the `[rates.pairs."ASSET/CURRENCY"]` tables (not settable by environment variables).
+    pairs: tuple[RatePair, ...] = ()
+
+    def pair(self, asset: str, currency: str) -> RatePair | None:
+        return next((p for p in self.pairs if (p.asset, p.currency) == (asset, currency)), None)
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
@@ -284,6 +322,7 @@ class Config:
     webhooks: WebhooksConfig
     log: LogConfig
     chains: tuple[ChainConfig, ...]
+    rates: RatesConfig = field(default_factory=RatesConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -313,7 +352,10 @@ _SECTIONS: dict[str, type] = {
     "payments": PaymentsConfig,
     "webhooks": WebhooksConfig,
     "log": LogConfig,
+    "rates": RatesConfig,
 }
+# Keys read from nested tables of the file, which no environment variable sets.
+_NESTED_KEYS = frozenset({"rates.pairs"})
 
 
 def _type_name(tp: Any) -> str:
@@ -427,6 +469,8 @@ def _env_overrides(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, str
         hints = typing.get_type_hints(cls)
         if key not in hints:
             raise ConfigError(where, f"{section}.{key}", _unknown(key, hints))
+        if f"{section}.{key}" in _NESTED_KEYS:
+            raise ConfigError(where, f"{section}.{key}", "set it in the config file's tables")
         parsed = _parse_env_value(value, hints[key])
         coerced = _coerce(parsed, hints[key], where, f"{section}.{key}")
         _check_range(cls, key, coerced, where, f"{section}.{key}")
@@ -544,6 +588,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
             raise ConfigError(file, section, "expected a [section] table")
     sources = {f"{section}.{key}": file for section, body in doc.items() for key in body}
     sources |= _env_overrides(doc, env)
+    raw_pairs = doc.get("rates", {}).pop("pairs", {})
     built: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
         built[section] = cls(**_build(cls, doc.get(section, {}), file, f"{section}.", set()))
@@ -560,7 +605,47 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     built["daemon"] = daemon
     _validate(built, file, sources)
     chains = _load_chains(Path(daemon.chains_file))
+    built["rates"] = dataclasses.replace(built["rates"], pairs=_load_pairs(raw_pairs, file, chains))
     return Config(path=file, chains=chains, **built)
+
+
+def _load_pairs(raw: Any, file: str, chains: tuple[ChainConfig, ...]) -> tuple[RatePair, ...]:
+    """The `[rates.pairs."ASSET/CURRENCY"]` tables: each asset's sources in one currency."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "rates.pairs", 'expected tables [rates.pairs."ASSET/CURRENCY"]')
+    pairs: list[RatePair] = []
+    for name, body in raw.items():
+        key = f'rates.pairs."{name}"'
+        match = _PAIR_KEY.fullmatch(name)
+        if match is None:
+            raise ConfigError(file, key, "expected ASSET/CURRENCY, e.g. ETH/USD")
+        if not isinstance(body, dict):
+            raise ConfigError(file, key, "expected a table {sources, peg, min_sources}")
+        values = _build(RatePair, body, file, f"{key}.", skip={"asset", "currency"})
+        pair = RatePair(asset=match.group(1), currency=match.group(2), **values)
+        for i, source in enumerate(pair.sources):
+            problem = _source_problem(source, chains)
+            if problem is not None:
+                raise ConfigError(file, f"{key}.sources[{i}]", problem)
+        if not pair.sources and not pair.peg:
+            raise ConfigError(file, f"{key}.sources", "needs at least one source (or peg = true)")
+        pairs.append(pair)
+    return tuple(pairs)
+
+
+def _source_problem(source: str, chains: tuple[ChainConfig, ...]) -> str | None:
+    """What is wrong with a rate source's name, or None."""
+    kind, _, rest = source.partition(":")
+    if kind not in RATE_SOURCE_KINDS:
+        return f"{source!r}: expected {', '.join(k + ':...' for k in RATE_SOURCE_KINDS)}"
+    if kind != "feed":
+        return None if _MARKET.fullmatch(rest) else f"{source!r}: expected {kind}:<market>"
+    chain_name, _, address = rest.partition(":")
+    if not any(c.name == chain_name for c in chains):
+        return f"{source!r}: unknown chain {chain_name!r}"
+    if not is_hex_address(address) or not is_checksum_address(address):
+        return f"{source!r}: expected feed:<chain>:<checksummed aggregator address>"
+    return None
 
 
 def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> None:
@@ -598,6 +683,10 @@ def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> N
         raise error("webhooks.secret_file", "required when webhooks.url is set")
     if not webhooks.retry_schedule:
         raise error("webhooks.retry_schedule", "must list at least one delay in seconds")
+    rates: RatesConfig = built["rates"]
+    for url_key in ("coinbase_url", "kraken_url"):
+        if not getattr(rates, url_key).startswith(("http://", "https://")):
+            raise error(f"rates.{url_key}", "not an http(s) URL")
     log: LogConfig = built["log"]
     if log.level.lower() not in ("debug", "info", "warning", "error"):
         raise error("log.level", "must be debug, info, warning or error")

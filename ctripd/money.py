@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 MAX_UINT256 = 2**256 - 1
 _DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
@@ -35,3 +36,42 @@ def to_decimal_string(units: int, decimals: int) -> str:
     if decimals == 0 or frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{str(frac).rjust(decimals, '0').rstrip('0')}"
+
+
+# Fiat sums are integers of 10^-18 units of their currency, so that the status rules (integers
+# only) apply to them unchanged. A value in fiat is rounded down (in the payer's disfavour), an
+# asset amount due up.
+FIAT_DECIMALS = 18
+FIAT_SCALE = 10**FIAT_DECIMALS
+
+
+def units_due(price: Decimal, rate: Decimal, decimals: int) -> int:
+    """Base units of an asset worth `price` at `rate` (currency per whole unit), rounded up."""
+    pn, pd = price.as_integer_ratio()
+    rn, rd = rate.as_integer_ratio()
+    units: int = -(-(pn * 10**decimals * rd) // (pd * rn))
+    return units
+
+
+def fiat_value(units: int, rate: Decimal, decimals: int) -> int:
+    """What `units` base units are worth at `rate`, in FIAT_SCALE units, rounded down."""
+    rn, rd = rate.as_integer_ratio()
+    value: int = units * rn * FIAT_SCALE // (rd * 10**decimals)
+    return value
+
+
+def scaled(amount: Decimal) -> int:
+    """A fiat amount (at most FIAT_DECIMALS decimals) in FIAT_SCALE units."""
+    return int(amount.scaleb(FIAT_DECIMALS))
+
+
+def fiat_string(value: int, places: int) -> str:
+    """FIAT_SCALE units as a decimal string of `places` decimals, rounded down."""
+    whole, frac = divmod(value, FIAT_SCALE)
+    digits = str(frac).rjust(FIAT_DECIMALS, "0")[:places]
+    return f"{whole}.{digits}" if places else str(whole)
+
+
+def unscaled(value: int) -> Decimal:
+    """FIAT_SCALE units as an exact Decimal amount."""
+    return Decimal(value).scaleb(-FIAT_DECIMALS)

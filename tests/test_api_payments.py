@@ -109,6 +109,8 @@ async def test_create_native_payment(write_config, make_client, pool, tmp_path) 
         "detected_at": None,
         "confirmed_at": None,
         "sweep": {"status": "none", "tx_hash": None},
+        "price": None,
+        "options": [],
     }
     assert (_ts(payment["expires_at"]) - _ts(payment["created_at"])).total_seconds() == 600
 

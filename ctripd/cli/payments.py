@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -27,6 +29,7 @@ from ctripd.cli.common import (
 from ctripd.config import ChainConfig, Config
 from ctripd.http.chains import chain_status
 from ctripd.ledger.chains import chain_rows
+from ctripd.ledger.export import export_csv
 from ctripd.ledger.objects import STATUSES, load_payment
 from ctripd.ledger.payments import list_all_payments
 
@@ -208,6 +211,26 @@ def cmd_chains(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payments_export(args: argparse.Namespace) -> int:
+    def moment(text: str | None, default: datetime) -> datetime:
+        if text is None:
+            return default
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise CliError(f"{text!r} is not an ISO 8601 date or date-time") from None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+    start = moment(args.start, datetime(1970, 1, 1, tzinfo=UTC))
+    end = moment(args.end, datetime.now(UTC))
+
+    async def work(config: Config, pool: asyncpg.Pool) -> str:
+        return await export_csv(pool, args.merchant, start, end, transfers=args.transfers)
+
+    sys.stdout.write(run_on_database(args, work))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("payments", help="list and show payments of every merchant")
     psub = parser.add_subparsers(dest="payments_command", required=True)
@@ -223,6 +246,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     show.add_argument("id", help="payment id (pay_…)")
     show.add_argument("--json", action="store_true", help="JSON: the payment object")
     show.set_defaults(func=cmd_payments_show)
+    exporting = psub.add_parser(
+        "export", help="CSV for the books: fiat price, locked rates, amounts, sweeps and fees"
+    )
+    exporting.add_argument("--csv", action="store_true", required=True, help="CSV (the format)")
+    exporting.add_argument("--from", dest="start", help="created at or after (ISO 8601)")
+    exporting.add_argument("--to", dest="end", help="created before (ISO 8601)")
+    exporting.add_argument("--merchant", help="only this merchant's payments")
+    exporting.add_argument("--transfers", action="store_true", help="one row per transfer")
+    exporting.set_defaults(func=cmd_payments_export)
     chains = sub.add_parser(
         "chains", help="per chain: head, last scanned block, lag and RPC health (as /v1/chains)"
     )

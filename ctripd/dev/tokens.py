@@ -43,7 +43,8 @@ def _artifact(name: str, ext: str) -> str:
 
 @cache
 def abi(name: str) -> list[dict[str, Any]]:
-    """The ABI of a test contract ("TestToken", "UsdtLikeToken", "Forwarder", "FalseToken")."""
+    """The ABI of a test contract ("TestToken", "UsdtLikeToken", "Forwarder", "FalseToken",
+    "PriceFeed")."""
     loaded: list[dict[str, Any]] = json.loads(_artifact(name, "abi"))
     return loaded
 
@@ -143,3 +144,20 @@ def token_balance(rpc_url: str, token: str, owner: str) -> int:
         _token(rpc_url, token).functions.balanceOf(Web3.to_checksum_address(owner)).call()
     )
     return balance
+
+
+def deploy_price_feed(rpc_url: str, deployer: str, decimals: int, description: str) -> str:
+    """Deploy a PriceFeed (a Chainlink-style aggregator the deployer sets answers of)."""
+    return _deploy(rpc_url, "PriceFeed", deployer, decimals, description)
+
+
+def set_feed_answer(rpc_url: str, feed: str, sender: str, answer: int, updated_at: int = 0) -> None:
+    """A new round of the feed: `answer` (in its decimals), updated at `updated_at` (unix time;
+    0: the block's). Waits until mined."""
+    contract = _web3(rpc_url).eth.contract(
+        address=Web3.to_checksum_address(feed), abi=abi("PriceFeed")
+    )
+    tx_hash = contract.functions.setAnswer(answer, updated_at).transact(
+        {"from": Web3.to_checksum_address(sender)}
+    )
+    _wait_ok(rpc_url, tx_hash, "set feed answer")

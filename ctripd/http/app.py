@@ -41,6 +41,7 @@ from ctripd.http.keys import (
     HTTP,
     POOL,
     RATE_LIMITS,
+    RATES,
     RPC,
     SWEEPERS,
     TASKS,
@@ -59,6 +60,7 @@ from ctripd.ledger import chains as chains_ledger
 from ctripd.ledger import expiry, upkeep
 from ctripd.ledger.payments import IndexPool
 from ctripd.log import configure_logging
+from ctripd.rates.book import RateBook
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +97,7 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     app.cleanup_ctx.append(_api_pool_ctx(options.dsn))
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_chains_ctx(options.dsn))
+    app.cleanup_ctx.append(_rates_ctx(options.background))
     app.cleanup_ctx.append(_webhooks_ctx(options.background))
     if options.background:
         app.cleanup_ctx.append(_scheduler_ctx)
@@ -301,6 +304,23 @@ async def _check_tokens(config: Config, chain: ChainConfig, rpc: RpcClient) -> N
             f"chains.{chain.name}.tokens.{mismatch.token.symbol}.decimals",
             mismatch.problem(),
         )
+
+
+def _rates_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The rate book (tests call its `run_once()`); its refresh loop runs only in the
+    background, and only when some rate pair is configured."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        book = RateBook(app[CONFIG].rates, app[HTTP], app[RPC])
+        app[RATES] = book
+        if background and app[CONFIG].rates.pairs:
+            async with _running(book.run(), "rates"):
+                yield
+        else:
+            yield
+        await book.close()
+
+    return ctx
 
 
 def _webhooks_ctx(background: bool) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -19,6 +19,7 @@ from ctripd.jobs.sweeper import Sweeper
 from ctripd.jobs.tasks import TaskSet
 from ctripd.jobs.webhooks import WebhookWorker
 from ctripd.ledger.payments import IndexPool
+from ctripd.rates.book import RateBook
 
 
 @dataclass
@@ -46,6 +47,8 @@ TASKS = web.AppKey("tasks", TaskSet)
 WALLET = web.AppKey("wallet", Wallet)
 WEBHOOKS = web.AppKey("webhooks", WebhookWorker)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Exchange rates of assets in fiat currencies, refreshed in the background.
+RATES = web.AppKey("rates", RateBook)
 # Token buckets of the API keys (per process).
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 

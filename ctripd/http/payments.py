@@ -18,7 +18,8 @@ from aiohttp import web
 from ctripd.config import Config
 from ctripd.db import queries
 from ctripd.formats import PAYMENT_ID
-from ctripd.http.keys import API_POOL, API_STATE, CONFIG, MERCHANT, WALLET
+from ctripd.http import pricing
+from ctripd.http.keys import API_POOL, API_STATE, CONFIG, MERCHANT, RATES, WALLET
 from ctripd.http.params import (
     check_text,
     json_response,
@@ -30,7 +31,7 @@ from ctripd.http.params import (
     status_param,
 )
 from ctripd.http.problems import Problem, validation
-from ctripd.ledger import payments
+from ctripd.ledger import export, fiat, payments
 from ctripd.ledger.chains import cursor
 from ctripd.ledger.objects import STATUSES, load_payment, transfers_page
 from ctripd.money import AmountError, to_base_units
@@ -79,6 +80,36 @@ def _check_json_value(value: Any, name: str, depth: int) -> None:
             _check_json_value(item, f"{name}[{i}]", depth + 1)
 
 
+def parse_common(
+    fields: dict[str, Any], config: Config
+) -> tuple[int, str | None, dict[str, Any], bytes]:
+    """expires_in, order_id, metadata (and its compact JSON) of a create request, checked."""
+    p = config.payments
+    expires_in = fields.get("expires_in", p.default_expiry)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise validation("expires_in", "must be an integer number of seconds")
+    if not p.min_expiry <= expires_in <= p.max_expiry:
+        raise validation("expires_in", f"must be between {p.min_expiry} and {p.max_expiry} seconds")
+
+    order_id = fields.get("order_id")
+    if order_id is not None:
+        if not isinstance(order_id, str) or not 1 <= len(order_id) <= ORDER_ID_MAX:
+            raise validation("order_id", f"must be a string of 1 to {ORDER_ID_MAX} characters")
+        check_text(order_id, "order_id")
+
+    metadata = fields.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise validation("metadata", "must be a JSON object")
+    _check_json_value(metadata, "metadata", 1)
+    metadata_json = orjson.dumps(metadata)
+    if len(metadata_json) > METADATA_MAX_BYTES:
+        raise validation(
+            "metadata", f"is {len(metadata_json)} bytes as JSON; at most {METADATA_MAX_BYTES}"
+        )
+
+    return expires_in, order_id, metadata, metadata_json
+
+
 def parse_create(
     body: Any, config: Config, merchant: str, idempotency_key: str | None
 ) -> payments.NewPayment:
@@ -119,28 +150,7 @@ def parse_create(
     except AmountError as exc:
         raise validation("amount", f"{exc} (asset {symbol} has {decimals} decimals)") from None
 
-    p = config.payments
-    expires_in = fields.get("expires_in", p.default_expiry)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
-        raise validation("expires_in", "must be an integer number of seconds")
-    if not p.min_expiry <= expires_in <= p.max_expiry:
-        raise validation("expires_in", f"must be between {p.min_expiry} and {p.max_expiry} seconds")
-
-    order_id = fields.get("order_id")
-    if order_id is not None:
-        if not isinstance(order_id, str) or not 1 <= len(order_id) <= ORDER_ID_MAX:
-            raise validation("order_id", f"must be a string of 1 to {ORDER_ID_MAX} characters")
-        check_text(order_id, "order_id")
-
-    metadata = fields.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise validation("metadata", "must be a JSON object")
-    _check_json_value(metadata, "metadata", 1)
-    metadata_json = orjson.dumps(metadata)
-    if len(metadata_json) > METADATA_MAX_BYTES:
-        raise validation(
-            "metadata", f"is {len(metadata_json)} bytes as JSON; at most {METADATA_MAX_BYTES}"
-        )
+    expires_in, order_id, metadata, metadata_json = parse_common(fields, config)
 
     request_hash = None
     if idempotency_key is not None:
@@ -281,6 +291,8 @@ async def create_payment(request: web.Request) -> web.Response:
     merchant = request[MERCHANT]
     idempotency_key = _idempotency_key(request)
     body = await read_json(request)
+    if isinstance(body, dict) and "price" in body:
+        return await _create_priced(request, body, idempotency_key)
     new = parse_create(body, app[CONFIG], merchant, idempotency_key)
     pool = app[API_POOL]
     await _require_cursor(request, new.chain)
@@ -290,6 +302,43 @@ async def create_payment(request: web.Request) -> web.Response:
     )
     if payment is not None:
         return json_response(payment, 201, {"Location": f"/v1/payments/{payment['id']}"})
+    return await _replay(request, new)
+
+
+async def _create_priced(
+    request: web.Request, body: dict[str, Any], idempotency_key: str | None
+) -> web.Response:
+    """A payment priced in fiat: every accepted option quoted and locked for its window."""
+    app = request.app
+    config = app[CONFIG]
+    priced = pricing.parse_priced(body, config)
+    common = parse_common(priced.fields, config)
+    pool = app[API_POOL]
+    for chain in dict.fromkeys(a.chain.name for a in priced.accept):
+        await _require_cursor(request, chain)
+    options = await pricing.quote(app[RATES], priced)
+    new = pricing.new_payment(priced, options, common, request[MERCHANT], idempotency_key)
+    index = await app[API_STATE].indexes.take(pool)
+    payment = await fiat.insert_fiat_payment(
+        pool,
+        app[WALLET],
+        new,
+        priced.price,
+        priced.currency,
+        options,
+        index,
+        operator_url=bool(config.webhooks.url),
+    )
+    if payment is not None:
+        return json_response(payment, 201, {"Location": f"/v1/payments/{payment['id']}"})
+    return await _replay(request, new)
+
+
+async def _replay(request: web.Request, new: payments.NewPayment) -> web.Response:
+    """The answer to a request whose Idempotency-Key the merchant used before: the earlier
+    payment for the same request, 409 for another."""
+    pool = request.app[API_POOL]
+    merchant, idempotency_key = new.merchant, new.idempotency_key
     assert idempotency_key is not None and new.request_hash is not None
     earlier = await payments.payment_by_idempotency_key(pool, merchant, idempotency_key)
     if earlier is None:  # the first request's transaction rolled back meanwhile
@@ -414,9 +463,44 @@ async def list_transfers(request: web.Request) -> web.Response:
     )
 
 
+EXPORT_PARAMS = ("from", "to", "transfers")
+
+
+def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
+    """An ISO 8601 date or date-time query parameter (UTC unless it names its offset)."""
+    value = query_param(request, name)
+    if value is None:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Problem(400, f"{name} must be an ISO 8601 date or date-time", field=name) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+async def export_payments(request: web.Request) -> web.Response:
+    """The merchant's payments created in [from, to) as CSV: one row per payment, or per
+    transfer with `transfers=true`."""
+    refuse_unknown_params(request, EXPORT_PARAMS)
+    start = _time_param(request, "from", _EPOCH)
+    end = _time_param(request, "to", datetime.now(UTC))
+    transfers = query_param(request, "transfers")
+    if transfers not in (None, "true", "false"):
+        raise Problem(400, "transfers must be true or false", field="transfers")
+    text = await export.export_csv(
+        request.app[API_POOL], request[MERCHANT], start, end, transfers=transfers == "true"
+    )
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="payments.csv"'},
+    )
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/payments", create_payment)
     app.router.add_get("/v1/payments", list_payments)
+    app.router.add_get("/v1/payments/export.csv", export_payments)
     app.router.add_get("/v1/payments/{id}", get_payment)
     app.router.add_get("/v1/payments/{id}/transfers", list_transfers)
     app.router.add_post("/v1/payments/{id}/cancel", cancel_payment)

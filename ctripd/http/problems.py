@@ -40,6 +40,7 @@ TYPES: dict[str, str] = {
     "too-many-requests": "Rate limit exceeded",
     "unsupported-media-type": "Unsupported media type",
     "service-unavailable": "Service unavailable",
+    "rates-unavailable": "No valid exchange rate",
     "internal-error": "Internal server error",
 }
 

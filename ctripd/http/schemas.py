@@ -4,7 +4,7 @@ function gives the (paths, schemas) of one resource for `openapi.document`."""
 from __future__ import annotations
 
 from ctripd.config import Config
-from ctripd.http import endpoints, events, openapi, payments
+from ctripd.http import endpoints, events, openapi, payments, pricing
 from ctripd.http.openapi import Doc
 from ctripd.ledger.events import EVENT_TYPES
 from ctripd.ledger.events import STATUSES as DELIVERY_STATUSES
@@ -301,6 +301,8 @@ def _payment_schemas(config: Config) -> Doc:
                 "detected_at",
                 "confirmed_at",
                 "sweep",
+                "price",
+                "options",
             ],
             "properties": {
                 "id": {"type": "string", "pattern": "^pay_[0-9a-f]{32}$"},
@@ -358,9 +360,169 @@ def _payment_schemas(config: Config) -> Doc:
                         "tx_hash": {"type": "string", "nullable": True},
                     },
                 },
+                "price": {
+                    "allOf": [openapi.ref("Price")],
+                    "nullable": True,
+                    "description": "A payment priced in fiat: the price and what arrived at the "
+                    "locked rates; null for one priced in asset units. Its `chain`, `asset` and "
+                    "`amount…` fields are then those of its first quoted option.",
+                },
+                "options": {
+                    "type": "array",
+                    "items": openapi.ref("PaymentOption"),
+                    "description": "A payment priced in fiat: each accepted chain and asset, in "
+                    "the order of `accept`; empty for one priced in asset units.",
+                },
             },
         },
         "PaymentList": _page_of("Payment"),
+        **_priced_schemas(config, decimal, units, time),
+    }
+
+
+def _priced_schemas(config: Config, decimal: Doc, units: Doc, time: Doc) -> Doc:
+    """The create request priced in fiat, the price and the options of a payment object."""
+    fiat = {"type": "string", "pattern": "^(0|[1-9][0-9]*)\\.[0-9]+$", "example": "25.00"}
+    options = sorted(
+        f"{c.name}:{symbol}"
+        for c in config.chains
+        for symbol in (c.native.symbol, *c.tokens)
+        if any(p.asset == symbol for p in config.rates.pairs)
+    )
+    currencies = sorted({p.currency for p in config.rates.pairs}) or ["USD"]
+    problem = {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string", "nullable": True},
+        },
+    }
+    return {
+        "PaymentCreatePriced": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["price", "accept"],
+            "properties": {
+                "price": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["amount", "currency"],
+                    "properties": {
+                        "amount": {
+                            **decimal,
+                            "maxLength": pricing.PRICE_MAX_LEN,
+                            "example": "25.00",
+                            "description": "The price in `currency`, greater than zero, at most "
+                            f"{pricing.PRICE_DECIMALS} decimals; a string.",
+                        },
+                        "currency": {"type": "string", "enum": currencies},
+                    },
+                },
+                "accept": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": pricing.ACCEPT_MAX,
+                    "uniqueItems": True,
+                    "items": {"type": "string", **({"enum": options} if options else {})},
+                    "description": "`<chain>:<asset>` options the payer may pay in, each with a "
+                    "rate pair configured for the currency (`[rates.pairs]`).",
+                },
+                "expires_in": {"type": "integer", "nullable": True},
+                "order_id": {"type": "string", "nullable": True, "minLength": 1, "maxLength": 255},
+                "metadata": {"type": "object", "nullable": True, "additionalProperties": True},
+            },
+        },
+        "Price": {
+            "type": "object",
+            "required": [
+                "amount",
+                "currency",
+                "amount_received",
+                "amount_confirmed",
+                "amount_overpaid",
+                "amount_remaining",
+            ],
+            "properties": {
+                "amount": fiat,
+                "currency": {"type": "string"},
+                "amount_received": {
+                    **fiat,
+                    "description": "Value of the live transfers in accepted options at their "
+                    "locked rates, rounded down.",
+                },
+                "amount_confirmed": fiat,
+                "amount_overpaid": fiat,
+                "amount_remaining": fiat,
+            },
+        },
+        "PaymentOption": {
+            "type": "object",
+            "required": [
+                "chain",
+                "chain_id",
+                "asset",
+                "token_address",
+                "decimals",
+                "confirmations_required",
+                "amount_received",
+                "amount_received_base_units",
+                "amount_confirmed",
+                "amount_confirmed_base_units",
+                "available",
+            ],
+            "properties": {
+                "chain": {"type": "string"},
+                "chain_id": {"type": "integer"},
+                "asset": {"type": "string"},
+                "token_address": {"type": "string", "nullable": True},
+                "decimals": {"type": "integer"},
+                "confirmations_required": {"type": "integer"},
+                "amount_received": decimal,
+                "amount_received_base_units": units,
+                "amount_confirmed": decimal,
+                "amount_confirmed_base_units": units,
+                "available": {
+                    "type": "boolean",
+                    "description": "Quoted and locked; false: no valid rate at creation "
+                    "(`problem`), and funds in it are held, not counted.",
+                },
+                "amount": {**decimal, "description": "Asset units that pay the price."},
+                "amount_base_units": units,
+                "payment_uri": {"type": "string", "description": "EIP-681 URI for wallets."},
+                "rate": {"type": "string", "description": "The locked rate: currency per unit."},
+                "quote": {
+                    "type": "object",
+                    "required": ["rate", "currency", "sources", "fetched_at", "locked_until"],
+                    "properties": {
+                        "rate": {"type": "string"},
+                        "currency": {"type": "string"},
+                        "sources": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["source", "rate", "at"],
+                                "properties": {
+                                    "source": {"type": "string"},
+                                    "rate": {"type": "string"},
+                                    "at": time,
+                                },
+                            },
+                        },
+                        "fetched_at": time,
+                        "locked_until": {
+                            **time,
+                            "description": "The payment's expiry: the rate holds for its window "
+                            "and its late window.",
+                        },
+                    },
+                },
+                "value_received": {**fiat, "description": "amount_received at the locked rate."},
+                "problem": {**problem, "description": "Why the option has no quote."},
+            },
+        },
     }
 
 
@@ -403,7 +565,14 @@ def _payment_paths(config: Config) -> Doc:
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": openapi.json_content(openapi.ref("PaymentCreate")),
+                    "content": openapi.json_content(
+                        {
+                            "oneOf": [
+                                openapi.ref("PaymentCreate"),
+                                openapi.ref("PaymentCreatePriced"),
+                            ]
+                        }
+                    ),
                 },
                 "responses": {
                     "201": {**payment, "description": "Created", "headers": location},
@@ -447,6 +616,44 @@ def _payment_paths(config: Config) -> Doc:
                     **openapi.problem_responses(400, 401),
                 },
             },
+        },
+        "/v1/payments/export.csv": {
+            "get": {
+                "summary": "Export payments as CSV for the books",
+                "operationId": "exportPayments",
+                "description": (
+                    "The merchant's payments created in [`from`, `to`), oldest first: one row per "
+                    "payment (fiat price, locked rates, asset amounts, confirmation time, sweep "
+                    "transactions and fees), or per transfer with `transfers=true` (with its "
+                    "value at the locked rate)."
+                ),
+                "parameters": [
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date-time"},
+                            "description": what,
+                        }
+                        for name, what in (
+                            ("from", "Created at or after (ISO 8601 date or date-time; UTC)."),
+                            ("to", "Created before (default: now)."),
+                        )
+                    ),
+                    {
+                        "name": "transfers",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "CSV with a header row",
+                        "content": {"text/csv": {"schema": {"type": "string"}}},
+                    },
+                    **openapi.problem_responses(400, 401, 403),
+                },
+            }
         },
         "/v1/payments/{id}": {
             "get": {

@@ -20,6 +20,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/payments"): "payments:write",
     ("GET", "/v1/payments"): "payments:read",
     ("GET", "/v1/payments/{id}"): "payments:read",
+    ("GET", "/v1/payments/export.csv"): "payments:read",
     ("GET", "/v1/payments/{id}/transfers"): "payments:read",
     ("POST", "/v1/payments/{id}/cancel"): "payments:write",
     ("GET", "/v1/chains"): "payments:read",

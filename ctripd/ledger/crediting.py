@@ -26,8 +26,10 @@ from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn, queries
 from ctripd.ledger.events import record_event
 from ctripd.ledger.objects import load_payments, render_transfer, same_asset, stored_asset
+from ctripd.money import fiat_value, scaled, unscaled
 
 Q = queries("crediting")
+FQ = queries("fiat")
 log = structlog.get_logger(__name__)
 
 # Statuses in which the due amount has arrived.
@@ -244,13 +246,15 @@ async def _settle(
     only get their new transfers reported: funds on another chain never count."""
     if not payments:
         return
+    priced = [p for p in payments if p["price_amount"] is not None]
+    events = await _settle_priced(conn, ctx, priced, fresh, times)
+    payments = [p for p in payments if p["price_amount"] is None]
     own = [p["id"] for p in payments if p["chain"] == ctx.chain.name]
     sums = {
         r["id"]: (int(r["received"]), int(r["confirmed"]))
         for r in await conn.fetch(Q["payment_sums"], own, ctx.scanned)
     }
     changed: list[tuple[Any, ...]] = []
-    events: list[tuple[str, str, dict[str, Any] | None]] = []
     for p in payments:
         new = fresh.get(p["id"], [])
         # Each new transfer is announced but dust, which only moves the sums.
@@ -285,15 +289,7 @@ async def _settle(
             completed_at,
             ctx.policy,
         )
-        detected_at, confirmed_at = p["detected_at"], p["confirmed_at"]
-        if status in PAID and old not in PAID:
-            detected_at = ctx.now
-        if status == "confirmed" and old != "confirmed":
-            confirmed_at = ctx.now
-        if old in PAID and status not in PAID:
-            detected_at = confirmed_at = None
-        if status == "detected":
-            confirmed_at = None
+        detected_at, confirmed_at = _paid_times(p, status, ctx.now)
         values = (received, confirmed, status, paid_late, detected_at, confirmed_at)
         current = (
             int(p["amount_received"]),
@@ -316,10 +312,7 @@ async def _settle(
                 received=str(received),
                 confirmed=str(confirmed),
             )
-        if status in PAID and old not in PAID:
-            events.append(("payment.detected", p["id"], None))
-        if status == "confirmed" and old != "confirmed":
-            events.append(("payment.confirmed", p["id"], None))
+        events.extend(_status_events(p["id"], old, status))
     if changed:
         await conn.execute(Q["update_payments"], *[list(c) for c in zip(*changed, strict=True)])
     # Each event carries the payment as it is now, so they are written after the updates; the
@@ -334,6 +327,169 @@ async def _settle(
             payment=loaded.get(payment_id),
             operator_url=ctx.policy.operator_url,
         )
+
+
+Event = tuple[str, str, dict[str, Any] | None]
+
+
+def _paid_times(
+    payment: asyncpg.Record, status: str, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """(detected_at, confirmed_at) after the payment moves to `status`."""
+    old = payment["status"]
+    detected_at, confirmed_at = payment["detected_at"], payment["confirmed_at"]
+    if status in PAID and old not in PAID:
+        detected_at = now
+    if status == "confirmed" and old != "confirmed":
+        confirmed_at = now
+    if old in PAID and status not in PAID:
+        detected_at = confirmed_at = None
+    if status == "detected":
+        confirmed_at = None
+    return detected_at, confirmed_at
+
+
+def _status_events(payment_id: str, old: str, status: str) -> list[Event]:
+    events: list[Event] = []
+    if status in PAID and old not in PAID:
+        events.append(("payment.detected", payment_id, None))
+    if status == "confirmed" and old != "confirmed":
+        events.append(("payment.confirmed", payment_id, None))
+    return events
+
+
+def _option_key(chain: str, token_address: str | None) -> tuple[str, str]:
+    return chain, (token_address or "").lower()
+
+
+async def _settle_priced(
+    conn: Conn,
+    ctx: _Context,
+    payments: Sequence[asyncpg.Record],
+    fresh: Mapping[str, list[asyncpg.Record]],
+    times: Mapping[int, int],
+) -> list[Event]:
+    """`_settle` for payments priced in fiat: transfers on any chain in any quoted option count
+    at that option's locked rate, summed in fiat; the rest is recorded, reported and held.
+    Returns the events to write (after the updates, with the others)."""
+    if not payments:
+        return []
+    sums: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for o in await conn.fetch(
+        FQ["option_sums"], [p["id"] for p in payments], ctx.chain.name, ctx.scanned
+    ):
+        sums[o["payment_id"]].append(o)
+    events: list[Event] = []
+    changed: list[tuple[Any, ...]] = []
+    option_rows: list[tuple[Any, ...]] = []
+    for p in payments:
+        options = {_option_key(o["chain"], o["token_address"]): o for o in sums[p["id"]]}
+        new = fresh.get(p["id"], [])
+        for t in new:
+            if t["kind"] != "dust":
+                events.append(("payment.transfer_received", p["id"], ctx.render(t)))
+            if _option_key(t["chain"], t["token_address"]) not in options:
+                log.warning(
+                    "transfer.not_accepted",
+                    chain=ctx.chain.name,
+                    payment_id=p["id"],
+                    tx=t["tx_hash"],
+                    amount=str(t["amount"]),
+                    asset=t["asset"],
+                )
+        received = sum(
+            fiat_value(int(o["received"]), o["rate"], o["decimals"]) for o in options.values()
+        )
+        confirmed = sum(
+            fiat_value(int(o["confirmed"]), o["rate"], o["decimals"]) for o in options.values()
+        )
+        option_rows.extend(
+            (o["payment_id"], o["position"], o["received"], o["confirmed"])
+            for o in options.values()
+        )
+        price = scaled(p["price_amount"])
+        old = p["status"]
+        status, paid_late = decide(
+            old,
+            p["paid_late"],
+            price,
+            p["expires_at"],
+            received,
+            confirmed,
+            _completed_priced_at(p, options, received, new, times, ctx),
+            ctx.policy,
+        )
+        detected_at, confirmed_at = _paid_times(p, status, ctx.now)
+        own = options.get(_option_key(p["chain"], p["token_address"]))
+        units = (int(own["received"]), int(own["confirmed"])) if own is not None else (0, 0)
+        values = (
+            *units,
+            status,
+            paid_late,
+            detected_at,
+            confirmed_at,
+            unscaled(received),
+            unscaled(confirmed),
+        )
+        current = (
+            int(p["amount_received"]),
+            int(p["amount_confirmed"]),
+            old,
+            p["paid_late"],
+            p["detected_at"],
+            p["confirmed_at"],
+            p["price_received"],
+            p["price_confirmed"],
+        )
+        if values != current:
+            changed.append((p["id"], *values))
+        if status != old:
+            log.info(
+                "payment.status",
+                chain=ctx.chain.name,
+                payment_id=p["id"],
+                old=old,
+                new=status,
+                paid_late=paid_late,
+                received=str(unscaled(received)),
+                confirmed=str(unscaled(confirmed)),
+                currency=p["price_currency"],
+            )
+        events.extend(_status_events(p["id"], old, status))
+    if option_rows:
+        await conn.execute(
+            FQ["update_option_sums"], *[list(c) for c in zip(*option_rows, strict=True)]
+        )
+    if changed:
+        await conn.execute(
+            FQ["update_fiat_payments"], *[list(c) for c in zip(*changed, strict=True)]
+        )
+    return events
+
+
+def _completed_priced_at(
+    payment: asyncpg.Record,
+    options: Mapping[tuple[str, str], asyncpg.Record],
+    received: int,
+    new: Sequence[asyncpg.Record],
+    times: Mapping[int, int],
+    ctx: _Context,
+) -> datetime:
+    """`_completed_at` in fiat: the block whose transfer brought the value to the price due."""
+    counted = [
+        (t, options[key])
+        for t in new
+        if (key := _option_key(t["chain"], t["token_address"])) in options
+    ]
+    values = [fiat_value(int(t["amount"]), o["rate"], o["decimals"]) for t, o in counted]
+    running = received - sum(values)
+    due = due_minimum(scaled(payment["price_amount"]), ctx.policy.tolerance_bps)
+    for (t, _), value in zip(counted, values, strict=True):
+        running += value
+        stamp = times.get(t["block_number"])
+        if running >= due and stamp is not None:
+            return datetime.fromtimestamp(stamp, UTC)
+    return ctx.now
 
 
 def _completed_at(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from ctripd.db import Conn, queries
 from ctripd.formats import iso
-from ctripd.money import to_decimal_string
+from ctripd.money import fiat_string, fiat_value, scaled, to_decimal_string
 
 Q = queries("payments")
+FQ = queries("fiat")
 
 STATUSES = ("pending", "detected", "confirmed", "expired", "canceled")
 # Transfer rows a payment object carries, the latest: its size stays bounded however many
@@ -136,14 +138,92 @@ def _asset_total(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def fiat_places(price: Decimal) -> int:
+    """Decimals fiat amounts of a price are shown with: the price's own, at least 2."""
+    exponent = price.normalize().as_tuple().exponent
+    return max(2, -exponent if isinstance(exponent, int) else 0)
+
+
+def render_price(payment: asyncpg.Record | dict[str, Any]) -> dict[str, Any] | None:
+    """The fiat view of a payment priced in fiat (None otherwise): the price and what arrived
+    at the locked rates, rounded down to the price's decimals."""
+    price = payment.get("price_amount")
+    if price is None:
+        return None
+    places = fiat_places(price)
+    due, received = scaled(price), scaled(payment["price_received"])
+    confirmed = scaled(payment["price_confirmed"])
+    return {
+        "amount": fiat_string(due, places),
+        "currency": payment["price_currency"],
+        "amount_received": fiat_string(received, places),
+        "amount_confirmed": fiat_string(confirmed, places),
+        "amount_overpaid": fiat_string(max(0, received - due), places),
+        "amount_remaining": fiat_string(max(0, due - received), places),
+    }
+
+
+def render_option(
+    payment: asyncpg.Record | dict[str, Any], option: asyncpg.Record | dict[str, Any]
+) -> dict[str, Any]:
+    """One accepted option of a fiat payment: its locked quote and asset amount with the URI a
+    wallet pays it from, what arrived in it; or, when it could not be quoted, the problem."""
+    decimals: int = option["decimals"]
+    received, confirmed = int(option["received"]), int(option["confirmed"])
+    rendered: dict[str, Any] = {
+        "chain": option["chain"],
+        "chain_id": option["chain_id"],
+        "asset": option["asset"],
+        "token_address": option["token_address"],
+        "decimals": decimals,
+        "confirmations_required": option["confirmations_required"],
+        "amount_received": to_decimal_string(received, decimals),
+        "amount_received_base_units": str(received),
+        "amount_confirmed": to_decimal_string(confirmed, decimals),
+        "amount_confirmed_base_units": str(confirmed),
+    }
+    if option["rate"] is None:
+        return {
+            **rendered,
+            "available": False,
+            "problem": {
+                "type": "tag:ctripd,2026:problem:rates-unavailable",
+                "title": "No valid exchange rate",
+                "status": 503,
+                "detail": option["unavailable"],
+            },
+        }
+    amount, rate = int(option["amount"]), option["rate"]
+    places = fiat_places(payment["price_amount"])
+    return {
+        **rendered,
+        "available": True,
+        "amount": to_decimal_string(amount, decimals),
+        "amount_base_units": str(amount),
+        "payment_uri": payment_uri(
+            payment["address"], option["chain_id"], option["token_address"], amount
+        ),
+        "rate": str(rate),
+        "quote": {
+            "rate": str(rate),
+            "currency": payment["price_currency"],
+            "sources": option["sources"],
+            "fetched_at": iso(option["fetched_at"]),
+            "locked_until": iso(payment["expires_at"]),
+        },
+        "value_received": fiat_string(fiat_value(received, rate, decimals), places),
+    }
+
+
 def render_payment(
     payment: asyncpg.Record | dict[str, Any],
     transfers: list[asyncpg.Record],
     sweep: asyncpg.Record | None,
     summary: Sequence[asyncpg.Record] = (),
+    options: Sequence[asyncpg.Record | dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The payment object; `transfers` are its latest rows, oldest first, and `summary` its
-    `transfer_summaries` rows."""
+    """The payment object; `transfers` are its latest rows, oldest first, `summary` its
+    `transfer_summaries` rows and `options` its payment_options rows (priced in fiat)."""
     decimals: int = payment["decimals"]
     amount = int(payment["amount"])
     received = int(payment["amount_received"])
@@ -189,6 +269,8 @@ def render_payment(
             "status": sweep["status"] if sweep else "none",
             "tx_hash": sweep["tx_hash"] if sweep else None,
         },
+        "price": render_price(payment),
+        "options": [render_option(payment, o) for o in options],
     }
 
 
@@ -210,6 +292,11 @@ async def render_rows(
     transfers: dict[str, list[asyncpg.Record]] = defaultdict(list)
     summaries: dict[str, list[asyncpg.Record]] = defaultdict(list)
     sweeps: dict[str, asyncpg.Record] = {}
+    options: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    priced = [r["id"] for r in rows if r["price_amount"] is not None]
+    if priced:
+        for o in await conn.fetch(FQ["options_of_payments"], priced):
+            options[o["payment_id"]].append(o)
     if ids:
         for t in await conn.fetch(Q["latest_transfers_of_payments"], ids, LATEST_TRANSFERS):
             transfers[t["payment_id"]].insert(0, t)  # newest first: oldest first once all in
@@ -217,7 +304,10 @@ async def render_rows(
             summaries[g["payment_id"]].append(g)
         sweeps = {s["payment_id"]: s for s in await conn.fetch(Q["sweeps_of_payments"], ids)}
     return [
-        render_payment(r, transfers[r["id"]], sweeps.get(r["id"]), summaries[r["id"]]) for r in rows
+        render_payment(
+            r, transfers[r["id"]], sweeps.get(r["id"]), summaries[r["id"]], options[r["id"]]
+        )
+        for r in rows
     ]
 
 

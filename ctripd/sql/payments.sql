@@ -103,6 +103,9 @@ ORDER BY sp.payment_id, s.id DESC;
 UPDATE payments p SET status = 'canceled', canceled_at = now()
 WHERE id = $1 AND merchant = $2 AND status = 'pending'
   AND (SELECT c.caught_up_at FROM chains c WHERE c.name = p.chain) >= $3
+  AND NOT EXISTS (
+      SELECT 1 FROM payment_options o JOIN chains c ON c.name = o.chain
+      WHERE o.payment_id = p.id AND (c.caught_up_at IS NULL OR c.caught_up_at < $3))
 RETURNING chain;
 
 -- name: database_now
@@ -121,6 +124,11 @@ WHERE id IN (
     SELECT id FROM payments
     WHERE status = 'pending' AND expires_at <= now()
       AND expires_at <= (SELECT c.caught_up_at FROM chains c WHERE c.name = payments.chain)
+      -- priced in fiat: every chain of its options read past the window too
+      AND NOT EXISTS (
+          SELECT 1 FROM payment_options o JOIN chains c ON c.name = o.chain
+          WHERE o.payment_id = payments.id
+            AND (c.caught_up_at IS NULL OR c.caught_up_at < payments.expires_at))
     ORDER BY expires_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED

@@ -216,6 +216,12 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("webhooks.concurrency", 0, "must be at least 1"),
     ("webhooks.retention_days", -1, "must be between 0 and 36500"),
     ("webhooks.secret_overlap", -1, f"must be between 0 and {YEAR}"),
+    ("rates.min_sources", 0, "must be between 1 and 16"),
+    ("rates.max_age", 0, BETWEEN_1_AND_A_YEAR),
+    ("rates.refresh_interval", 0, BETWEEN_1_AND_A_YEAR),
+    ("rates.timeout", 0, "must be positive and at most 60"),
+    ("rates.create_deadline", 61, "must be positive and at most 60"),
+    ("rates.depeg_tolerance_bps", 10000, "must be between 0 and 9999"),
 ]
 
 # (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.
@@ -461,3 +467,53 @@ def test_cli_refuses_world_readable_mnemonic(files, tmp_path: Path) -> None:  # 
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "wallet.mnemonic_file" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_rate_pairs_are_read_from_their_tables(files) -> None:  # type: ignore[no-untyped-def]
+    from ctripd.config import RatePair
+
+    path = files(
+        """
+[rates]
+min_sources = 2
+[rates.pairs."ETH/USD"]
+sources = ["coinbase:ETH-USD", "kraken:XETHZUSD"]
+[rates.pairs."USDC/USD"]
+peg = true
+""",
+    )
+    config = load_config(path, env={})
+    assert config.rates.pairs == (
+        RatePair("ETH", "USD", ["coinbase:ETH-USD", "kraken:XETHZUSD"]),
+        RatePair("USDC", "USD", [], peg=True),
+    )
+    assert config.rates.pair("USDC", "USD") is not None
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('[rates.pairs."ETH"]\npeg = true', 'rates.pairs."ETH"', "expected ASSET/CURRENCY"),
+        ('[rates.pairs."ETH/USD"]\nsources = []', 'rates.pairs."ETH/USD".sources', "at least one"),
+        (
+            '[rates.pairs."ETH/USD"]\nsources = ["bitstamp:ethusd"]',
+            'rates.pairs."ETH/USD".sources[0]',
+            "expected coinbase:..., kraken:..., feed:...",
+        ),
+        (
+            '[rates.pairs."ETH/USD"]\nsources = ["feed:nowhere:' + USDC + '"]',
+            'rates.pairs."ETH/USD".sources[0]',
+            "unknown chain 'nowhere'",
+        ),
+        ('[rates.pairs."ETH/USD"]\npeg = "yes"', 'rates.pairs."ETH/USD".peg', "expected boolean"),
+    ],
+)
+def test_bad_rate_pairs_name_their_key(files, table: str, key: str, problem: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(table + "\n"))
+    assert err.key == key
+    assert problem in err.problem
+
+
+def test_rate_pairs_are_not_set_by_the_environment(files) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(), {"CTRIPD_RATES__PAIRS": "x"})
+    assert (err.key, err.problem) == ("rates.pairs", "set it in the config file's tables")

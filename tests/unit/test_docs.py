@@ -9,7 +9,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ctripd.config import _SECTIONS, ENV_PREFIX, ChainConfig, NativeAsset, Token
+from ctripd.config import (
+    _NESTED_KEYS,
+    _SECTIONS,
+    ENV_PREFIX,
+    ChainConfig,
+    NativeAsset,
+    RatePair,
+    Token,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -59,6 +67,7 @@ def test_every_toml_key_is_documented_with_its_default_and_env_override() -> Non
         f"{section}.{f.name}": (default(f), f"`{ENV_PREFIX}{section.upper()}__{f.name.upper()}`")
         for section, cls in _SECTIONS.items()
         for f in dataclasses.fields(cls)
+        if f"{section}.{f.name}" not in _NESTED_KEYS
     }
     assert sorted(toml_table) == sorted(expected), "keys differ from ctripd.config"
     for key, (value, env) in expected.items():
@@ -85,6 +94,20 @@ def test_every_chain_key_is_documented_with_its_default() -> None:
     assert sorted(chains_table) == sorted(expected), "keys differ from ctripd.config"
     for key, value in expected.items():
         documented_default, meaning = chains_table[key]
+        assert documented_default == value, f"{key}: default"
+        assert meaning, f"{key}: no meaning given"
+
+
+def test_every_rate_pair_key_is_documented_with_its_default() -> None:
+    pairs_table = reference_tables()[2]
+    expected = {
+        f.name: default(f)
+        for f in dataclasses.fields(RatePair)
+        if f.name not in ("asset", "currency")  # the table's name
+    }
+    assert sorted(pairs_table) == sorted(expected), "keys differ from ctripd.config"
+    for key, value in expected.items():
+        documented_default, meaning = pairs_table[key]
         assert documented_default == value, f"{key}: default"
         assert meaning, f"{key}: no meaning given"
 
