@@ -5,6 +5,7 @@ with switches for errors, garbage and hanging; and a price-feed aggregator on An
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -109,7 +110,9 @@ async def exchange_server(kind: str, prices: dict[str, str]) -> AsyncIterator[Ex
 
 
 def price_feed(rpc_url: str, answer: int, decimals: int = 8, updated_at: int = 0) -> str:
-    """A PriceFeed on the node with a first answer; returns its address."""
+    """A PriceFeed on the node with a first answer, updated at `updated_at` (default now, by this
+    machine's clock: the shared test node's block times may run ahead of it); returns its
+    address."""
     address = deploy_price_feed(rpc_url, FUNDER, decimals, "ETH / USD")
-    set_feed_answer(rpc_url, address, FUNDER, answer, updated_at)
+    set_feed_answer(rpc_url, address, FUNDER, answer, updated_at or int(time.time()))
     return address

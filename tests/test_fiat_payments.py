@@ -130,8 +130,7 @@ async def test_create_locks_every_option_and_a_mix_of_assets_pays_it(  # type: i
     # The first option's columns hold what arrived in that asset (what its sweep moves).
     assert paid["amount_received_base_units"] == "12500000"
 
-    # The events (the API writes none without a [webhooks] url; the watcher here does) carry
-    # the locked quote.
+    # The events carry the locked quote.
     types = [
         r["type"]
         for r in await pool.fetch(
@@ -139,11 +138,18 @@ async def test_create_locks_every_option_and_a_mix_of_assets_pays_it(  # type: i
         )
     ]
     assert types == [
+        "payment.created",
         "payment.transfer_received",
         "payment.transfer_received",
         "payment.detected",
         "payment.confirmed",
     ]
+    created = await pool.fetchval(
+        "SELECT payload FROM events WHERE payment_id = $1 AND type = 'payment.created'",
+        payment["id"],
+    )
+    assert created["data"]["payment"]["price"] == payment["price"]
+    assert created["data"]["payment"]["options"] == payment["options"]
     confirmed = await pool.fetchval(
         "SELECT payload FROM events WHERE payment_id = $1 AND type = 'payment.confirmed'",
         payment["id"],

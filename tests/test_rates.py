@@ -85,7 +85,7 @@ async def test_quote_is_the_median_of_three_fresh_sources(
         f"feed:anvil:{feed}",
     }
     # The feed moves: the median follows it.
-    set_feed_answer(anvil.url, feed, FUNDER, 2_008_12345678)
+    set_feed_answer(anvil.url, feed, FUNDER, 2_008_12345678, int(time.time()))
     await rates.run_once()
     assert rates.quote("ETH", "USD").rate == Decimal("2008.12345678")
 
@@ -120,7 +120,7 @@ async def test_stale_feed_is_not_fresh(
     await rates.run_once()
     with pytest.raises(RatesUnavailable, match="1 of the 2 rate sources"):
         rates.quote("ETH", "USD")
-    set_feed_answer(anvil.url, feed, FUNDER, 3_000_00000000)  # a fresh round
+    set_feed_answer(anvil.url, feed, FUNDER, 3_000_00000000, int(time.time()))  # fresh
     await rates.run_once()
     assert rates.quote("ETH", "USD").rate == Decimal("2500")
 
