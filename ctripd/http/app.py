@@ -42,6 +42,7 @@ from ctripd.http.problems import problem_middleware
 from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.jobs.sweeper import make_sweepers
 from ctripd.jobs.tasks import TaskSet
+from ctripd.jobs.watched import WatchedAddresses
 from ctripd.jobs.webhooks import WebhookWorker
 from ctripd.ledger import chains as chains_ledger
 from ctripd.ledger import expiry, upkeep
@@ -217,6 +218,8 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
         pool = app[POOL]
         app[RPC] = {}
         app[WATCHERS] = {}
+        # Every chain watches every payment's address: one set for all of this process's chains.
+        watched = WatchedAddresses(config.scanner)
         for chain in config.chains:
             await chains_ledger.register(pool, chain.name, chain.chain_id)
             rpc = RpcClient(
@@ -228,7 +231,7 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             )
             app[RPC][chain.name] = rpc
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
-            app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments)
+            app[WATCHERS][chain.name] = ChainWatcher(chain, dsn, rpc, config.payments, watched)
         await asyncio.gather(
             *(_start_chain(config, pool, chain, app[RPC][chain.name]) for chain in config.chains)
         )
@@ -313,9 +316,12 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = app[TASKS]
     scheduler = AsyncIOScheduler()
 
-    def every(seconds: float, job_id: str, run: Callable[[], Awaitable[object]]) -> None:
+    def every(
+        seconds: float, job_id: str, run: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[None]]:
+        job = tasks.job(job_id, run)
         scheduler.add_job(
-            tasks.job(job_id, run),
+            job,
             "interval",
             seconds=seconds,
             id=job_id,
@@ -323,9 +329,15 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+        return job
 
     for chain in config.chains:
-        every(chain.poll_interval, f"watch:{chain.name}", app[WATCHERS][chain.name].run_once)
+        watcher = app[WATCHERS][chain.name]
+        scan = every(chain.poll_interval, f"watch:{chain.name}", watcher.run_once)
+        if watcher.heads is not None:
+            # A head announced over the chain's WebSocket starts the same job at once.
+            tasks.spawn(watcher.follow_heads(scan), f"heads:{chain.name}")
+            tasks.on_stop.append(watcher.stop_heads)
     for name, sweeper in app[SWEEPERS].items():
         every(sweeper.chain.poll_interval, f"sweep:{name}", sweeper.run_once)
     every(config.payments.expiry_interval, "expiry", lambda: expiry.run_once(app[POOL]))

@@ -198,6 +198,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("webhooks.timeout", 0, BETWEEN_1_AND_A_YEAR),
     ("webhooks.concurrency", 0, "must be at least 1"),
     ("webhooks.retention_days", -1, "must be between 0 and 36500"),
+    ("scanner.watch_after_sweep_days", -1, "must be between 0 and 36500"),
 ]
 
 # (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.
@@ -442,3 +443,21 @@ def test_cli_refuses_world_readable_mnemonic(files, tmp_path: Path) -> None:  # 
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "wallet.mnemonic_file" in result.stderr and "chmod 600" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8545", "ws://", "ws://[::1", "wss://a:99999"])
+def test_ws_url_refused(files, url: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[chain(ws=url)]))
+    assert err.key == "chains.anvil.ws"
+    assert "not a ws(s) URL" in err.problem
+    assert "\n" not in str(err)
+
+
+def test_ws_url_and_watch_policy_read(files) -> None:  # type: ignore[no-untyped-def]
+    path = files(
+        toml="[scanner]\nwatch_after_sweep_days = 30\n",
+        chains=[chain(ws="wss://node.example/key")],
+    )
+    config = load_config(path, env={})
+    assert config.chains[0].ws == "wss://node.example/key"
+    assert config.scanner.watch_after_sweep_days == 30
