@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
@@ -159,6 +160,14 @@ class PaymentsConfig:
 
 
 @dataclass(frozen=True)
+class ScannerConfig:
+    # Days after its last confirmed sweep that a fully swept payment's address leaves the watched
+    # set (applied when the set is loaded, at start). Unset: watched forever, so that funds sent
+    # to an old address later are still recorded.
+    watch_after_sweep_days: int | None = field(default=None, metadata=_bounded(0, 36500))
+
+
+@dataclass(frozen=True)
 class WebhooksConfig:
     url: str = ""
     secret_file: str = ""
@@ -248,6 +257,8 @@ class ChainConfig:
     rpc: list[str]
     native: NativeAsset
     treasury: str
+    # WebSocket URL of a node of the chain: its new heads start a scan at once (polling goes on).
+    ws: str | None = None
     confirmations: int = field(default=12, metadata=_bounded(1, INT_MAX))
     poll_interval: float = field(default=5.0, metadata=_bounded(0, MAX_SECONDS, open=True))
     tokens: dict[str, Token] = field(default_factory=dict)
@@ -319,6 +330,7 @@ class Config:
     database: DatabaseConfig
     wallet: WalletConfig
     payments: PaymentsConfig
+    scanner: ScannerConfig
     webhooks: WebhooksConfig
     log: LogConfig
     chains: tuple[ChainConfig, ...]
@@ -350,6 +362,7 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "wallet": WalletConfig,
     "payments": PaymentsConfig,
+    "scanner": ScannerConfig,
     "webhooks": WebhooksConfig,
     "log": LogConfig,
     "rates": RatesConfig,
@@ -489,6 +502,15 @@ def _check_address(value: str, file: str, key: str) -> str:
     return value
 
 
+def _is_ws_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError:
+        return False
+    return parts.scheme in ("ws", "wss") and bool(parts.hostname)
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
@@ -538,6 +560,8 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
     for j, url in enumerate(values["rpc"]):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(file, f"{prefix}rpc[{j}]", f"not an http(s) URL: {url!r}")
+    if values.get("ws") is not None and not _is_ws_url(values["ws"]):
+        raise ConfigError(file, f"{prefix}ws", f"not a ws(s) URL: {values['ws']!r}")
     values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
     if values.get("sweep_mode", "auto") not in SWEEP_MODES:
         raise ConfigError(file, f"{prefix}sweep_mode", f"must be {', '.join(SWEEP_MODES)}")

@@ -23,6 +23,7 @@ from ctripd.config import Config
 from ctripd.dev.devnet import AnvilProcess
 from ctripd.http.keys import WATCHERS
 from ctripd.jobs.chainwatch import ChainWatcher
+from ctripd.jobs.watched import WatchedAddresses
 
 # Anvil's account 0 of the test mnemonic (public, well-known test key).
 SENDER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
@@ -163,12 +164,20 @@ class Rig:
         self.session = aiohttp.ClientSession()
         self.watchers: list[ChainWatcher] = []
 
-    def watcher(self, config: Config, chain: str = "anvil", **rpc: Any) -> ChainWatcher:
+    def watcher(
+        self,
+        config: Config,
+        chain: str = "anvil",
+        watched: WatchedAddresses | None = None,
+        **rpc: Any,
+    ) -> ChainWatcher:
         cfg = config.chain(chain)
         assert cfg is not None
         client = RpcClient(cfg.name, list(cfg.rpc), self.session, timeout=cfg.rpc_timeout, **rpc)
         # The events' rows are what these tests read: the config endpoint's delivery is written.
-        watcher = ChainWatcher(cfg, config.database.dsn, client, config.payments, operator_url=True)
+        watcher = ChainWatcher(
+            cfg, config.database.dsn, client, config.payments, watched, operator_url=True
+        )
         self.watchers.append(watcher)
         return watcher
 

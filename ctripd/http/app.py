@@ -55,6 +55,7 @@ from ctripd.http.ratelimit import RateLimits
 from ctripd.jobs.chainwatch import ChainWatcher
 from ctripd.jobs.sweeper import make_sweepers
 from ctripd.jobs.tasks import TaskSet
+from ctripd.jobs.watched import WatchedAddresses
 from ctripd.jobs.webhooks import WebhookWorker
 from ctripd.ledger import chains as chains_ledger
 from ctripd.ledger import expiry, upkeep
@@ -234,6 +235,8 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
         pool = app[POOL]
         app[RPC] = {}
         app[WATCHERS] = {}
+        # Every chain watches every payment's address: one set for all of this process's chains.
+        watched = WatchedAddresses(config.scanner)
         for chain in config.chains:
             await chains_ledger.register(pool, chain.name, chain.chain_id)
             rpc = RpcClient(
@@ -246,7 +249,7 @@ def _chains_ctx(dsn: str) -> Callable[[web.Application], AsyncIterator[None]]:
             app[RPC][chain.name] = rpc
             # Watcher and sweeper hold their own connections: the chain's locks live on them.
             app[WATCHERS][chain.name] = ChainWatcher(
-                chain, dsn, rpc, config.payments, operator_url=bool(config.webhooks.url)
+                chain, dsn, rpc, config.payments, watched, operator_url=bool(config.webhooks.url)
             )
         await asyncio.gather(
             *(_start_chain(config, pool, chain, app[RPC][chain.name]) for chain in config.chains)
@@ -353,9 +356,12 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = app[TASKS]
     scheduler = AsyncIOScheduler()
 
-    def every(seconds: float, job_id: str, run: Callable[[], Awaitable[object]]) -> None:
+    def every(
+        seconds: float, job_id: str, run: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[None]]:
+        job = tasks.job(job_id, run)
         scheduler.add_job(
-            tasks.job(job_id, run),
+            job,
             "interval",
             seconds=seconds,
             id=job_id,
@@ -363,9 +369,15 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+        return job
 
     for chain in config.chains:
-        every(chain.poll_interval, f"watch:{chain.name}", app[WATCHERS][chain.name].run_once)
+        watcher = app[WATCHERS][chain.name]
+        scan = every(chain.poll_interval, f"watch:{chain.name}", watcher.run_once)
+        if watcher.heads is not None:
+            # A head announced over the chain's WebSocket starts the same job at once.
+            tasks.spawn(watcher.follow_heads(scan), f"heads:{chain.name}")
+            tasks.on_stop.append(watcher.stop_heads)
     for name, sweeper in app[SWEEPERS].items():
         every(sweeper.chain.poll_interval, f"sweep:{name}", sweeper.run_once)
     every(

@@ -44,6 +44,7 @@ def chain_status(
             "leader": scanner.leader,
             "watched_addresses": scanner.watched,
             "last_error": scanner.last_error,
+            "ws_connected": scanner.ws_connected,
         },
         "rpc": rpc,
     }

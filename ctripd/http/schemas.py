@@ -929,6 +929,12 @@ _CHAIN_SCHEMAS: Doc = {
                     },
                     "watched_addresses": {"type": "integer"},
                     "last_error": {"type": "string", "nullable": True},
+                    "ws_connected": {
+                        "type": "boolean",
+                        "nullable": True,
+                        "description": "The subscription to new heads over the chain's `ws` URL"
+                        " is up (null: no `ws` configured); while it is down the chain is polled.",
+                    },
                 },
             },
             "rpc": {"type": "array", "items": openapi.ref("RpcEndpoint")},

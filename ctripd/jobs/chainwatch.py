@@ -10,7 +10,9 @@ could never apply one range twice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,16 +21,17 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from ctripd import db
+from ctripd.chain.heads import HeadSubscription
 from ctripd.chain.rpc import Head, RpcClient
 from ctripd.chain.scanner import ChainMovedError, RangeScan, scan_range
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn
 from ctripd.errors import DatabaseError
+from ctripd.jobs.watched import WatchedAddresses
 from ctripd.ledger.chains import ensure_cursor, stalled
 from ctripd.ledger.crediting import Policy, credit_range, orphan_after
 
 Q = db.queries("chains")
-QS = db.queries("scanner")
 log = structlog.get_logger(__name__)
 
 # Blocks per step: one step is one database transaction and bounds the memory a range takes.
@@ -54,6 +57,8 @@ class WatchState:
     last_error: str | None = None
     # The head block this process last saw was older than the chain's `stall_after`.
     stalled: bool = False
+    # Whether the chain's `ws` subscription to new heads is up (None: the chain has no `ws`).
+    ws_connected: bool | None = None
 
 
 class ChainWatcher:
@@ -65,6 +70,7 @@ class ChainWatcher:
         dsn: str,
         rpc: RpcClient,
         payments: PaymentsConfig,
+        watched: WatchedAddresses | None = None,
         step: int = STEP_BLOCKS,
         *,
         operator_url: bool,
@@ -78,12 +84,13 @@ class ChainWatcher:
         self.window = max(MIN_WINDOW, 2 * chain.confirmations)
         # Seconds a head block is taken to show the chain as of the moment it was read.
         self.head_trust = HEAD_TRUST_BLOCKS * chain.block_time
-        self.state = WatchState()
-        # 20-byte addresses of every payment, of this chain and of the others (funds sent on the
-        # wrong network are recorded and held): funds are recorded whatever the payment's
-        # status, so none is ever dropped from the set.
-        self.watched: set[bytes] = set()
-        self._watched_xmin: str | None = None
+        self.state = WatchState(ws_connected=False if chain.ws else None)
+        # Addresses of every payment, of this chain and of the others (funds sent on the wrong
+        # network are recorded and held): the process's one set, shared by its chains' watchers.
+        self.watched = watched if watched is not None else WatchedAddresses()
+        self.heads = HeadSubscription(chain.name, chain.ws, rpc.session) if chain.ws else None
+        # The highest head the WebSocket announced: a run that ends below it scans again.
+        self._announced = -1
         self._pool: asyncpg.Pool | None = None
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
 
@@ -95,12 +102,22 @@ class ChainWatcher:
             self._pool = None
 
     async def run_once(self) -> int:
-        """Scan from the cursor to the current head in steps; returns the blocks applied."""
+        """Scan from the cursor to the current head in steps; returns the blocks applied.
+
+        A head the WebSocket announced during the scan, past the head it scanned to, is scanned
+        right away (a run that starts meanwhile is skipped by the scheduler's job)."""
+        scanned = 0
         try:
             conn = await self._lead()
             if conn is None:
                 return 0
-            scanned = await self._scan(conn)
+            head = -1
+            while True:
+                applied, reached = await self._scan(conn)
+                scanned += applied
+                if self._announced <= reached or reached <= head:
+                    break
+                head = reached
         except Exception as exc:
             self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
             if self._conn is not None and (
@@ -110,6 +127,24 @@ class ChainWatcher:
             raise
         self.state.last_error = None
         return scanned
+
+    async def follow_heads(self, scan: Callable[[], Awaitable[object]]) -> None:
+        """Until `stop_heads()`: await `scan` (which starts a run) on every head the chain's
+        WebSocket announces. Polling goes on meanwhile, and alone while the socket is down."""
+        assert self.heads is not None, "the chain has no ws URL"
+
+        async def announced(number: int) -> None:
+            self._announced = max(self._announced, number)
+            await scan()
+
+        await self.heads.follow(announced, self._ws_status)
+
+    def stop_heads(self) -> None:
+        if self.heads is not None:
+            self.heads.stop()
+
+    def _ws_status(self, connected: bool) -> None:
+        self.state.ws_connected = connected
 
     # --- leadership -------------------------------------------------------------------------
 
@@ -155,39 +190,22 @@ class ChainWatcher:
         except errors:
             conn.terminate()
 
-    # --- watched addresses ------------------------------------------------------------------
-
-    async def _refresh_watched(self, conn: Conn) -> None:
-        """Add the addresses of payments committed since the last refresh, by any process.
-
-        Reads in one REPEATABLE READ snapshot and remembers its xmin: a payment this snapshot
-        did not see was written by a transaction id >= xmin, so the next refresh, which asks for
-        `created_xid >= xmin`, sees it. Exact however long a transaction took to commit.
-        """
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            xmin = await conn.fetchval(QS["watch_snapshot"])
-            if self._watched_xmin is None:
-                cursor = conn.cursor(QS["watched_addresses"], prefetch=20_000)
-                async for row in cursor:
-                    self.watched.add(row[0])
-            else:
-                rows = await conn.fetch(QS["watched_addresses_since"], self._watched_xmin)
-                self.watched.update(r[0] for r in rows)
-        self._watched_xmin = xmin
-        self.state.watched = len(self.watched)
-
     # --- scanning ---------------------------------------------------------------------------
 
-    async def _scan(self, conn: Conn) -> int:
+    async def _scan(self, conn: Conn) -> tuple[int, int]:
+        """(blocks applied, the head scanned towards)."""
         name = self.chain.name
         # The head is read before the watched set: every block up to it was mined after its
-        # payments committed, so the refreshed set holds their addresses.
+        # payments committed, so the set, refreshed as of after the head was read, holds their
+        # addresses.
         latest = await self.rpc.head()
+        as_of = time.monotonic()
         head = latest.number
         head_time = datetime.fromtimestamp(latest.timestamp, UTC)
         await conn.execute(Q["record_head"], name, head, head_time, self.head_trust)
         self._watch_stall(latest, head_time)
-        await self._refresh_watched(conn)
+        await self.watched.refresh(conn, as_of)
+        self.state.watched = len(self.watched)
         cursor = await conn.fetchval(Q["chain_cursor"], name)
         if cursor is None:
             cursor = await ensure_cursor(conn, self.chain, head)
@@ -197,7 +215,7 @@ class ChainWatcher:
                 cursor = await self._rewind(conn, cursor)
             except ChainMovedError as exc:
                 log.warning("chain.moved", chain=name, detail=str(exc))
-                return 0
+                return 0, head
             expected = await conn.fetchval(Q["block_hash"], name, cursor)
         applied = 0
         # Steps read ahead while earlier ones are written; their requests share the client's
@@ -210,7 +228,9 @@ class ChainWatcher:
                     last = min(head, queued + self.step)
                     ahead.append(
                         asyncio.create_task(
-                            scan_range(self.rpc, self.chain, queued + 1, last, self.watched)
+                            scan_range(
+                                self.rpc, self.chain, queued + 1, last, self.watched.addresses
+                            )
                         )
                     )
                     queued = last
@@ -235,7 +255,7 @@ class ChainWatcher:
             await _cancel(ahead)
         if applied:
             log.info("chain.scanned", chain=name, blocks=applied, scanned=cursor, head=head)
-        return applied
+        return applied, head
 
     def _watch_stall(self, latest: Head, head_time: datetime) -> None:
         """Log the moments the chain's head block gets older than `stall_after`, and fresh again."""

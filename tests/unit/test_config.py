@@ -222,6 +222,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("rates.timeout", 0, "must be positive and at most 60"),
     ("rates.create_deadline", 61, "must be positive and at most 60"),
     ("rates.depeg_tolerance_bps", 10000, "must be between 0 and 9999"),
+    ("scanner.watch_after_sweep_days", -1, "must be between 0 and 36500"),
 ]
 
 # (key under chains.anvil., out-of-range value, problem) for each bounded chains.yaml key.
@@ -517,3 +518,21 @@ def test_bad_rate_pairs_name_their_key(files, table: str, key: str, problem: str
 def test_rate_pairs_are_not_set_by_the_environment(files) -> None:  # type: ignore[no-untyped-def]
     err = error_of(files(), {"CTRIPD_RATES__PAIRS": "x"})
     assert (err.key, err.problem) == ("rates.pairs", "set it in the config file's tables")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8545", "ws://", "ws://[::1", "wss://a:99999"])
+def test_ws_url_refused(files, url: str) -> None:  # type: ignore[no-untyped-def]
+    err = error_of(files(chains=[chain(ws=url)]))
+    assert err.key == "chains.anvil.ws"
+    assert "not a ws(s) URL" in err.problem
+    assert "\n" not in str(err)
+
+
+def test_ws_url_and_watch_policy_read(files) -> None:  # type: ignore[no-untyped-def]
+    path = files(
+        toml="[scanner]\nwatch_after_sweep_days = 30\n",
+        chains=[chain(ws="wss://node.example/key")],
+    )
+    config = load_config(path, env={})
+    assert config.chains[0].ws == "wss://node.example/key"
+    assert config.scanner.watch_after_sweep_days == 30
