@@ -755,3 +755,13 @@ async def test_no_secret_material_in_any_log_line(
     for needle in ("pass-w0rd", "t0ken-xyz"):
         assert not any(needle in line for line in rendered + stored_urls)
     assert "decode to 24..64 bytes" in str(error.value)
+
+
+async def test_an_event_keeps_integers_beyond_64_bits(pool) -> None:  # type: ignore[no-untyped-def]
+    payment_id = await new_payment(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        event_id = await record_event(
+            conn, "payment.confirmed", payment_id, extra={"n": 2**70}, operator_url=True
+        )
+    payload = await pool.fetchval("SELECT payload FROM events WHERE id = $1", event_id)
+    assert payload["data"]["n"] == 2**70 and payload["id"] == event_id

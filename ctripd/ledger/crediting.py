@@ -24,7 +24,7 @@ import structlog
 from ctripd.chain.scanner import Transfer
 from ctripd.config import ChainConfig, PaymentsConfig
 from ctripd.db import Conn, queries
-from ctripd.ledger.events import record_event
+from ctripd.ledger.events import record_event, record_events
 from ctripd.ledger.objects import load_payments, render_transfer, same_asset, stored_asset
 from ctripd.money import fiat_value, scaled, unscaled
 
@@ -318,15 +318,12 @@ async def _settle(
     # Each event carries the payment as it is now, so they are written after the updates; the
     # payments with events in this step are loaded together, once.
     loaded = await load_payments(conn, sorted({payment_id for _, payment_id, _ in events}))
-    for event_type, payment_id, transfer in events:
-        await record_event(
-            _raw(conn),
-            event_type,
-            payment_id,
-            transfer=transfer,
-            payment=loaded.get(payment_id),
-            operator_url=ctx.policy.operator_url,
-        )
+    await record_events(
+        conn,
+        [(event_type, payment_id, transfer, None) for event_type, payment_id, transfer in events],
+        loaded,
+        operator_url=ctx.policy.operator_url,
+    )
 
 
 Event = tuple[str, str, dict[str, Any] | None]

@@ -4,6 +4,8 @@ shows a merchant its own, and the CLI, which shows the operator all of them)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,31 +51,62 @@ async def record_event(
     `payment` is the object `load_payment` gave after that change, when the caller writes
     several events for one change and loads it once.
     """
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type}")
     if payment is None:
         payment = await load_payment(conn, payment_id)
         if payment is None:
             raise ValueError(f"no payment {payment_id}")
-    merchant = payment["merchant"]
-    event_id = new_event_id()
-    now = datetime.now(UTC)
-    data: dict[str, Any] = {"payment": payment}
-    if transfer is not None:
-        data["transfer"] = transfer
-    if extra:
-        data.update(extra)
-    payload = {
-        "id": event_id,
-        "type": event_type,
-        "created_at": iso(now),
-        "merchant": merchant,
-        "data": data,
-    }
-    await conn.execute(
-        Q["insert_event"], event_id, payment_id, merchant, event_type, payload, now, operator_url
-    )
-    return event_id
+    (row,) = _event_rows([(event_type, payment_id, transfer, extra)], {payment_id: payment})
+    await conn.execute(Q["insert_event"], *row, operator_url)
+    return row[0]
+
+
+NewEvent = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]
+
+
+async def record_events(
+    conn: Conn,
+    events: Sequence[NewEvent],
+    payments: dict[str, dict[str, Any]],
+    *,
+    operator_url: bool,
+) -> list[str]:
+    """`record_event` for many events in one round trip, in order: each (type, payment id,
+    transfer, extra), with the payment objects as they are now."""
+    rows = _event_rows(events, payments)
+    await conn.executemany(Q["insert_event"], [(*row, operator_url) for row in rows])
+    return [row[0] for row in rows]
+
+
+def _event_rows(
+    events: Sequence[NewEvent], payments: dict[str, dict[str, Any]]
+) -> list[tuple[str, str, str, str, str, datetime]]:
+    rows = []
+    for event_type, payment_id, transfer, extra in events:
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type}")
+        payment = payments.get(payment_id)
+        if payment is None:
+            raise ValueError(f"no payment {payment_id}")
+        event_id = new_event_id()
+        now = datetime.now(UTC)
+        data: dict[str, Any] = {"payment": payment}
+        if transfer is not None:
+            data["transfer"] = transfer
+        if extra:
+            data.update(extra)
+        payload = {
+            "id": event_id,
+            "type": event_type,
+            "created_at": iso(now),
+            "merchant": payment["merchant"],
+            "data": data,
+        }
+        try:
+            body = orjson.dumps(payload).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, which orjson refuses
+            body = json.dumps(payload, separators=(",", ":"))
+        rows.append((event_id, payment_id, payment["merchant"], event_type, body, now))
+    return rows
 
 
 class NotRedeliverable(CtripdError):

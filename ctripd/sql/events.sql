@@ -1,9 +1,9 @@
 -- name: insert_event
 -- The event and one delivery per endpoint it goes to (see event_endpoints; $7: `[webhooks] url`
--- is set).
+-- is set); $5 the payload as JSON text.
 WITH e AS (
     INSERT INTO events (id, payment_id, merchant, type, payload, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6)
+    VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)
     RETURNING seq
 )
 INSERT INTO deliveries (id, event_id, event_seq, payment_id, endpoint_id)
