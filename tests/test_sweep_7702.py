@@ -19,6 +19,7 @@ from test_sweeper import GAS, OUTSIDER, TREASURY, WALLET, Rig, assert_reconciled
 from ctripd.chain import delegate
 from ctripd.chain.evm import transfer_data
 from ctripd.dev.devnet import AnvilProcess, start_anvil
+from ctripd.jobs.sweeper import InjectedCrash, Step
 
 ETH = 10**18
 
@@ -334,3 +335,49 @@ def test_check_probes_eip7702(tmp_path: Path, anvil: AnvilProcess, cancun: Anvil
     chains.write_text(chains.read_text().replace("treasury:", "sweep_mode: eip7702, treasury:"))
     result = check(path)
     assert "FAIL chain anvil sweep_mode eip7702: the node refuses EIP-7702" in result.stdout
+
+
+# ---- the books of a batch -------------------------------------------------------------------
+
+
+async def sign_batch_unsent(rig: Rig) -> None:
+    """Deploy the delegate, then sign and store a batch of the due deposits without sending it
+    (the process dies right after the commit)."""
+    await rig.sweeper().run_once()  # the deployment
+    rig.mine(2)
+    with pytest.raises(InjectedCrash):
+        await rig.sweeper(crash_at=Step.SIGNED).run_once()
+    (batch,) = await rig.sweeps("batch")
+    assert batch["status"] == "signed"
+
+
+async def test_a_payment_shows_its_own_entrys_outcome(rig_7702: Rig) -> None:
+    """A batch confirmed with one entry failed: that payment's sweep shows `failed` (it waits
+    to be swept again), the other's `confirmed`; swept again, it shows the new batch."""
+    rig = rig_7702
+    swept = await rig.pay_token("TD6", 1300, 5 * 10**6)
+    stale = await rig.pay_token("TD6", 1301, 7 * 10**6)
+    rig.mine()
+    await sign_batch_unsent(rig)
+    # The deposit's nonce moves before the batch is sent: its authorization no longer applies.
+    rig.rpc_sync("anvil_setNonce", [WALLET.address(1301), "0x5"])
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)
+    (batch,) = await rig.sweeps("batch")
+    assert batch["status"] == "confirmed"
+    assert (await rig.payment(swept))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": batch["tx_hash"],
+    }
+    assert (await rig.payment(stale))["sweep"] == {"status": "failed", "tx_hash": batch["tx_hash"]}
+    assert await rig.swept_events(stale) == []
+
+    rig.advance(120)  # past the back-off
+    await rig.settle(sweeper)
+    _, again = await rig.sweeps("batch")
+    assert (await rig.payment(stale))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": again["tx_hash"],
+    }
+    assert rig.token_balance("TD6", WALLET.address(1301)) == 0
+    await assert_reconciled(rig)
