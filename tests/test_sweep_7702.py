@@ -381,3 +381,54 @@ async def test_a_payment_shows_its_own_entrys_outcome(rig_7702: Rig) -> None:
     }
     assert rig.token_balance("TD6", WALLET.address(1301)) == 0
     await assert_reconciled(rig)
+
+
+async def test_funds_a_batch_moved_after_the_safe_block_are_covered_when_they_confirm(
+    rig_7702: Rig,
+) -> None:
+    """A batch moves the deposit's whole balance, also funds that arrived after the safe block
+    it was planned at: once those confirm, the payment is covered by that batch, never marked
+    as dust for the balance they left behind (none)."""
+    rig = rig_7702
+    deposit = WALLET.address(1310)
+    payment_id = await rig.pay_token("TD6", 1310, 5 * 10**6)
+    rig.mine()
+    await sign_batch_unsent(rig)
+    # More funds arrive before the batch goes out: received, not yet confirmed.
+    tx, log_index = rig.send_token("TD6", deposit, 3 * 10**6)
+    async with rig.pool.acquire() as conn:
+        await rig.insert_transfer(
+            conn, payment_id, rig.token("TD6"), deposit, 3 * 10**6, tx, log_index
+        )
+        await conn.execute(
+            "UPDATE payments SET amount_received = amount_received + $2 WHERE id = $1",
+            payment_id,
+            3 * 10**6,
+        )
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)
+    (batch,) = await rig.sweeps("batch")
+    (entry,) = await rig.pool.fetch("SELECT * FROM sweep_entries WHERE sweep_id = $1", batch["id"])
+    assert (int(entry["amount"]), int(entry["moved"])) == (5 * 10**6, 8 * 10**6)
+    assert rig.token_balance("TD6", deposit) == 0
+
+    await rig.pool.execute(
+        "UPDATE payments SET amount_confirmed = amount_received WHERE id = $1", payment_id
+    )
+    rig.mine(2)
+    with structlog.testing.capture_logs() as logs:
+        await rig.settle(sweeper)
+    assert [e for e in logs if e["event"] == "sweep.dust"] == []
+    assert len(await rig.sweeps("batch")) == 1
+    link = await rig.pool.fetchval(
+        "SELECT covered FROM sweep_payments WHERE sweep_id = $1", batch["id"]
+    )
+    assert int(link) == 8 * 10**6
+    assert (
+        int(await rig.pool.fetchval("SELECT sweep_covered FROM payments WHERE id = $1", payment_id))
+        == 8 * 10**6
+    )
+    (event,) = await rig.swept_events(payment_id)
+    assert event["data"]["sweep"]["amount_base_units"] == str(8 * 10**6)
+    assert (await rig.payment(payment_id))["sweep"]["status"] == "confirmed"
+    await assert_reconciled(rig)
