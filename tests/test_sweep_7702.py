@@ -432,3 +432,55 @@ async def test_funds_a_batch_moved_after_the_safe_block_are_covered_when_they_co
     assert event["data"]["sweep"]["amount_base_units"] == str(8 * 10**6)
     assert (await rig.payment(payment_id))["sweep"]["status"] == "confirmed"
     await assert_reconciled(rig)
+
+
+async def test_a_deposit_someone_else_swept_is_booked_as_swept(rig_7702: Rig) -> None:
+    """Anyone may trigger the delegate: a third party sweeps a delegated deposit's new funds to
+    the treasury before ctripd does. They are booked as swept by that transaction (the payment
+    covered and told, reconcile clean), never as dust; booked once."""
+    rig = rig_7702
+    deposit = WALLET.address(1320)
+    payment_id = await rig.pay_token("USDTL", 1320, 5 * 10**6)
+    rig.mine()
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)  # the delegate deployed, the deposit delegated and swept
+    # More funds, confirmed for the payment; a third party sweeps them first.
+    tx, log_index = rig.send_token("USDTL", deposit, 3 * 10**6)
+    async with rig.pool.acquire() as conn:
+        await rig.insert_transfer(
+            conn, payment_id, rig.token("USDTL"), deposit, 3 * 10**6, tx, log_index
+        )
+        await conn.execute(
+            "UPDATE payments SET amount_received = amount_received + $2,"
+            " amount_confirmed = amount_confirmed + $2 WHERE id = $1",
+            payment_id,
+            3 * 10**6,
+        )
+    treasury = rig.token_balance("USDTL", TREASURY)
+    outside = send_as(rig, OUTSIDER, deposit, sweep_call(rig.token("USDTL")))
+    assert outside["status"] == "0x1"
+    assert rig.token_balance("USDTL", TREASURY) - treasury == 3 * 10**6
+    rig.mine(2)
+    rig.advance(60)
+
+    with structlog.testing.capture_logs() as logs:
+        await rig.settle(sweeper)
+        await sweeper.run_once()
+    assert [e for e in logs if e["event"] == "sweep.dust"] == []
+    assert len([e for e in logs if e["event"] == "sweep.outside"]) == 1
+    assert len(await rig.sweeps("batch")) == 1
+    covered = await rig.pool.fetchval(
+        "SELECT sweep_covered FROM payments WHERE id = $1", payment_id
+    )
+    assert int(covered) == 8 * 10**6
+    events = [e["data"]["sweep"] for e in await rig.swept_events(payment_id)]
+    assert sorted(e["kind"] for e in events) == ["batch", "outside"]
+    (facts,) = [e for e in events if e["kind"] == "outside"]
+    assert (facts["kind"], facts["tx_hash"]) == ("outside", outside["transactionHash"])
+    assert (facts["amount_base_units"], facts["fee_base_units"]) == (str(3 * 10**6), "0")
+    assert (facts["from"], facts["to"]) == (deposit, TREASURY)
+    assert (await rig.payment(payment_id))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": outside["transactionHash"],
+    }
+    await assert_reconciled(rig)

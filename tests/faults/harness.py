@@ -1267,7 +1267,8 @@ def _replay(
             # late funds back): anything else is a duplicate or a change without its event.
             problems.append(f"payment {payment_id}: {kind} while {last_status}")
         elif kind == "payment.swept":
-            sweep = data["sweep"]["id"]
+            # Someone else's trigger of the delegate has ids of its own.
+            sweep = (data["sweep"]["kind"] == "outside", data["sweep"]["id"])
             if sweep in swept:
                 problems.append(f"payment {payment_id}: swept by sweep {sweep} twice")
             swept.add(sweep)
