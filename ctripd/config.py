@@ -37,6 +37,8 @@ GAS_WALLETS = ("hardened", "deposit-branch")
 # How a chain's deposits are swept: "topup" (gas top-up, then the deposit's own transaction),
 # "eip7702" (batches through the sweep delegate), "auto" (eip7702 where the chain supports it).
 SWEEP_MODES = ("auto", "eip7702", "topup")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
 # Longest duration any key accepts: more is a typo, and huge values overflow datetime arithmetic.
 MAX_SECONDS = 365 * 86400
 # Largest values of the Postgres INTEGER / BIGINT columns a key is stored in.
@@ -344,6 +346,11 @@ class Config:
         return next((c for c in self.chains if c.name == name), None)
 
 
+def _one_of(choices: tuple[str, ...]) -> str:
+    """The choices of an enum-like key as its error names them: "a, b or c"."""
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
 def _check_range(cls: type, name: str, value: Any, file: str, key: str) -> None:
     """Refuse a value of `cls.name` outside its field's range; `key` is the key as written."""
     bounds = range_of(cls, name)
@@ -564,7 +571,7 @@ def _load_chain(entry: Any, file: str, index: int) -> ChainConfig:
         raise ConfigError(file, f"{prefix}ws", f"not a ws(s) URL: {values['ws']!r}")
     values["treasury"] = _check_address(values["treasury"], file, f"{prefix}treasury")
     if values.get("sweep_mode", "auto") not in SWEEP_MODES:
-        raise ConfigError(file, f"{prefix}sweep_mode", f"must be {', '.join(SWEEP_MODES)}")
+        raise ConfigError(file, f"{prefix}sweep_mode", f"must be {_one_of(SWEEP_MODES)}")
     if values.get("sweep_delegate") is not None:
         values["sweep_delegate"] = _check_address(
             values["sweep_delegate"], file, f"{prefix}sweep_delegate"
@@ -696,7 +703,7 @@ def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> N
     if not wallet.mnemonic_file and not wallet.xpub:
         raise error("wallet.mnemonic_file", "missing: set mnemonic_file or xpub")
     if wallet.gas_wallet not in GAS_WALLETS:
-        raise error("wallet.gas_wallet", f"must be {' or '.join(GAS_WALLETS)}")
+        raise error("wallet.gas_wallet", f"must be {_one_of(GAS_WALLETS)}")
     ordered("database.pool_min", "database.pool_max")
     ordered("payments.min_expiry", "payments.default_expiry")
     ordered("payments.default_expiry", "payments.max_expiry")
@@ -712,10 +719,10 @@ def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> N
         if not getattr(rates, url_key).startswith(("http://", "https://")):
             raise error(f"rates.{url_key}", "not an http(s) URL")
     log: LogConfig = built["log"]
-    if log.level.lower() not in ("debug", "info", "warning", "error"):
-        raise error("log.level", "must be debug, info, warning or error")
-    if log.format not in ("auto", "json", "console"):
-        raise error("log.format", "must be auto, json or console")
+    if log.level.lower() not in LOG_LEVELS:
+        raise error("log.level", f"must be {_one_of(LOG_LEVELS)}")
+    if log.format not in LOG_FORMATS:
+        raise error("log.format", f"must be {_one_of(LOG_FORMATS)}")
 
 
 def resolve_secret_path(config_file: str, name: str, env: Mapping[str, str] | None = None) -> Path:

@@ -19,6 +19,7 @@ from test_sweeper import GAS, OUTSIDER, TREASURY, WALLET, Rig, assert_reconciled
 from ctripd.chain import delegate
 from ctripd.chain.evm import transfer_data
 from ctripd.dev.devnet import AnvilProcess, start_anvil
+from ctripd.jobs.sweeper import InjectedCrash, Step
 
 ETH = 10**18
 
@@ -334,3 +335,152 @@ def test_check_probes_eip7702(tmp_path: Path, anvil: AnvilProcess, cancun: Anvil
     chains.write_text(chains.read_text().replace("treasury:", "sweep_mode: eip7702, treasury:"))
     result = check(path)
     assert "FAIL chain anvil sweep_mode eip7702: the node refuses EIP-7702" in result.stdout
+
+
+# ---- the books of a batch -------------------------------------------------------------------
+
+
+async def sign_batch_unsent(rig: Rig) -> None:
+    """Deploy the delegate, then sign and store a batch of the due deposits without sending it
+    (the process dies right after the commit)."""
+    await rig.sweeper().run_once()  # the deployment
+    rig.mine(2)
+    with pytest.raises(InjectedCrash):
+        await rig.sweeper(crash_at=Step.SIGNED).run_once()
+    (batch,) = await rig.sweeps("batch")
+    assert batch["status"] == "signed"
+
+
+async def test_a_payment_shows_its_own_entrys_outcome(rig_7702: Rig) -> None:
+    """A batch confirmed with one entry failed: that payment's sweep shows `failed` (it waits
+    to be swept again), the other's `confirmed`; swept again, it shows the new batch."""
+    rig = rig_7702
+    swept = await rig.pay_token("TD6", 1300, 5 * 10**6)
+    stale = await rig.pay_token("TD6", 1301, 7 * 10**6)
+    rig.mine()
+    await sign_batch_unsent(rig)
+    # The deposit's nonce moves before the batch is sent: its authorization no longer applies.
+    rig.rpc_sync("anvil_setNonce", [WALLET.address(1301), "0x5"])
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)
+    (batch,) = await rig.sweeps("batch")
+    assert batch["status"] == "confirmed"
+    assert (await rig.payment(swept))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": batch["tx_hash"],
+    }
+    assert (await rig.payment(stale))["sweep"] == {"status": "failed", "tx_hash": batch["tx_hash"]}
+    assert await rig.swept_events(stale) == []
+
+    rig.advance(120)  # past the back-off
+    await rig.settle(sweeper)
+    _, again = await rig.sweeps("batch")
+    assert (await rig.payment(stale))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": again["tx_hash"],
+    }
+    assert rig.token_balance("TD6", WALLET.address(1301)) == 0
+    await assert_reconciled(rig)
+
+
+async def test_funds_a_batch_moved_after_the_safe_block_are_covered_when_they_confirm(
+    rig_7702: Rig,
+) -> None:
+    """A batch moves the deposit's whole balance, also funds that arrived after the safe block
+    it was planned at: once those confirm, the payment is covered by that batch, never marked
+    as dust for the balance they left behind (none)."""
+    rig = rig_7702
+    deposit = WALLET.address(1310)
+    payment_id = await rig.pay_token("TD6", 1310, 5 * 10**6)
+    rig.mine()
+    await sign_batch_unsent(rig)
+    # More funds arrive before the batch goes out: received, not yet confirmed.
+    tx, log_index = rig.send_token("TD6", deposit, 3 * 10**6)
+    async with rig.pool.acquire() as conn:
+        await rig.insert_transfer(
+            conn, payment_id, rig.token("TD6"), deposit, 3 * 10**6, tx, log_index
+        )
+        await conn.execute(
+            "UPDATE payments SET amount_received = amount_received + $2 WHERE id = $1",
+            payment_id,
+            3 * 10**6,
+        )
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)
+    (batch,) = await rig.sweeps("batch")
+    (entry,) = await rig.pool.fetch("SELECT * FROM sweep_entries WHERE sweep_id = $1", batch["id"])
+    assert (int(entry["amount"]), int(entry["moved"])) == (5 * 10**6, 8 * 10**6)
+    assert rig.token_balance("TD6", deposit) == 0
+
+    await rig.pool.execute(
+        "UPDATE payments SET amount_confirmed = amount_received WHERE id = $1", payment_id
+    )
+    rig.mine(2)
+    with structlog.testing.capture_logs() as logs:
+        await rig.settle(sweeper)
+    assert [e for e in logs if e["event"] == "sweep.dust"] == []
+    assert len(await rig.sweeps("batch")) == 1
+    link = await rig.pool.fetchval(
+        "SELECT covered FROM sweep_payments WHERE sweep_id = $1", batch["id"]
+    )
+    assert int(link) == 8 * 10**6
+    assert (
+        int(await rig.pool.fetchval("SELECT sweep_covered FROM payments WHERE id = $1", payment_id))
+        == 8 * 10**6
+    )
+    (event,) = await rig.swept_events(payment_id)
+    assert event["data"]["sweep"]["amount_base_units"] == str(8 * 10**6)
+    assert (await rig.payment(payment_id))["sweep"]["status"] == "confirmed"
+    await assert_reconciled(rig)
+
+
+async def test_a_deposit_someone_else_swept_is_booked_as_swept(rig_7702: Rig) -> None:
+    """Anyone may trigger the delegate: a third party sweeps a delegated deposit's new funds to
+    the treasury before ctripd does. They are booked as swept by that transaction (the payment
+    covered and told, reconcile clean), never as dust; booked once."""
+    rig = rig_7702
+    deposit = WALLET.address(1320)
+    payment_id = await rig.pay_token("USDTL", 1320, 5 * 10**6)
+    rig.mine()
+    sweeper = rig.sweeper()
+    await rig.settle(sweeper)  # the delegate deployed, the deposit delegated and swept
+    # More funds, confirmed for the payment; a third party sweeps them first.
+    tx, log_index = rig.send_token("USDTL", deposit, 3 * 10**6)
+    async with rig.pool.acquire() as conn:
+        await rig.insert_transfer(
+            conn, payment_id, rig.token("USDTL"), deposit, 3 * 10**6, tx, log_index
+        )
+        await conn.execute(
+            "UPDATE payments SET amount_received = amount_received + $2,"
+            " amount_confirmed = amount_confirmed + $2 WHERE id = $1",
+            payment_id,
+            3 * 10**6,
+        )
+    treasury = rig.token_balance("USDTL", TREASURY)
+    outside = send_as(rig, OUTSIDER, deposit, sweep_call(rig.token("USDTL")))
+    assert outside["status"] == "0x1"
+    assert rig.token_balance("USDTL", TREASURY) - treasury == 3 * 10**6
+    rig.mine(2)
+    rig.advance(60)
+
+    with structlog.testing.capture_logs() as logs:
+        await rig.settle(sweeper)
+        await sweeper.run_once()
+    assert [e for e in logs if e["event"] == "sweep.dust"] == []
+    assert len([e for e in logs if e["event"] == "sweep.outside"]) == 1
+    assert len(await rig.sweeps("batch")) == 1
+    covered = await rig.pool.fetchval(
+        "SELECT sweep_covered FROM payments WHERE id = $1", payment_id
+    )
+    assert int(covered) == 8 * 10**6
+    events = [e["data"]["sweep"] for e in await rig.swept_events(payment_id)]
+    assert sorted(e["kind"] for e in events) == ["batch", "outside"]
+    (facts,) = [e for e in events if e["kind"] == "outside"]
+    assert (facts["kind"], facts["tx_hash"]) == ("outside", outside["transactionHash"])
+    assert (facts["amount_base_units"], facts["fee_base_units"]) == (str(3 * 10**6), "0")
+    assert (facts["from"], facts["to"]) == (deposit, TREASURY)
+    assert (await rig.payment(payment_id))["sweep"] == {
+        "status": "confirmed",
+        "tx_hash": outside["transactionHash"],
+    }
+    await assert_reconciled(rig)

@@ -102,16 +102,18 @@ def sweep_many_data(deposits: list[str], tokens: list[str | None]) -> str:
     )
 
 
+def swept_topics(token: str | None) -> list[str]:
+    """The topics of the delegate's `Swept` event for `token` (None: the native coin)."""
+    return [SWEPT_TOPIC, "0x" + _word(token if token is not None else NATIVE)]
+
+
 def swept_amount(receipt: dict[str, Any], deposit: str, token: str | None) -> int | None:
     """The amount the delegate's `Swept` event at `deposit` reports for `token`, or None."""
-    token_word = "0x" + _word(token if token is not None else NATIVE)
     for entry in receipt.get("logs") or []:
-        topics = entry.get("topics") or []
+        topics = [t.lower() for t in entry.get("topics") or []]
         if (
-            len(topics) == 2
-            and topics[0] == SWEPT_TOPIC
+            topics == swept_topics(token)
             and str(entry.get("address", "")).lower() == deposit.lower()
-            and topics[1].lower() == token_word
         ):
             return int(entry.get("data") or "0x0", 16)
     return None

@@ -62,7 +62,7 @@ from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig, Config
 from ctripd.db import Conn, queries
-from ctripd.jobs import batches
+from ctripd.jobs import batches, outside
 from ctripd.jobs.policy import (
     Entry,
     GasWallet,
@@ -771,6 +771,8 @@ class Sweeper:
                     sweep_id = await self._plan_native(group, native, fee)
                     new += [] if sweep_id is None else [sweep_id]
                     continue
+                if await self._swept_outside(group, token_balance, head):
+                    continue
                 if token_balance <= self.chain.dust_threshold_of(group.token):
                     await self._mark_dust(group, token_balance)
                     continue
@@ -795,6 +797,25 @@ class Sweeper:
                 for group, _ in items:
                     await self._plan_failed(group, exc)
         return new
+
+    async def _swept_outside(self, group: _Group, balance: int, head: int) -> bool:
+        """Whether someone else's trigger of the delegate swept what the group's payments
+        still need (`jobs.outside`, booked now): then nothing is left to plan for them."""
+        covered = [
+            await outside.swept(
+                self.pool,
+                self.rpc,
+                self.chain.name,
+                p,
+                lambda: group.treasury(self.wallet, self.chain),
+                balance,
+                self._safe_block(head),
+                self.clock(),
+                operator_url=self.operator_url,
+            )
+            for p in group.payments
+        ]
+        return all(covered)
 
     async def _delegate(self, treasury: str, fee: Fee) -> tuple[str | None, int | None]:
         """The treasury's delegate once usable (its code checked on chain, once per process),

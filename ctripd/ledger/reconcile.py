@@ -11,7 +11,9 @@ watcher's scanned block (so every transfer up to B is recorded). For each deposi
     expected token  = credited token (live transfers of that token, ≤ B)
                     − token swept out (confirmed token sweeps, ≤ B)
 
-where swept out includes what each swept entry of a confirmed EIP-7702 batch moved from it.
+where swept out includes what each swept entry of a confirmed EIP-7702 batch moved from it, and
+what someone else's trigger of the sweep delegate moved to the treasury (booked by the sweeper,
+`jobs.outside`).
 
 and the on-chain balance at B must equal it exactly, for the native asset and every configured
 token. Any difference (funds moved without ctripd, a missed or double credit, an uncounted sweep)

@@ -91,10 +91,21 @@ ORDER BY t.block_number DESC, t.id DESC
 LIMIT $4;
 
 -- name: sweeps_of_payments
-SELECT DISTINCT ON (sp.payment_id) sp.payment_id, s.status, s.tx_hash
-FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
-WHERE sp.payment_id = ANY($1::text[]) AND s.kind <> 'gas_topup'
-ORDER BY sp.payment_id, s.id DESC;
+-- Each payment's latest sweep (gas top-ups aside), someone else's trigger of the delegate booked
+-- for it included. Of a batch, the payment's own entry decides: an entry that failed in a
+-- confirmed batch is a failed sweep of that payment (swept again later).
+SELECT DISTINCT ON (payment_id) payment_id, status, tx_hash FROM (
+    SELECT sp.payment_id, CASE WHEN e.status = 'failed' THEN 'failed' ELSE s.status END AS status,
+           s.tx_hash, s.created_at, s.id
+    FROM sweep_payments sp
+    JOIN sweeps s ON s.id = sp.sweep_id
+    JOIN payments p ON p.id = sp.payment_id
+    LEFT JOIN sweep_entries e ON e.sweep_id = s.id AND e.address = p.address
+    WHERE sp.payment_id = ANY($1::text[]) AND s.kind <> 'gas_topup'
+    UNION ALL
+    SELECT payment_id, 'confirmed', tx_hash, created_at, id
+    FROM outside_sweeps WHERE payment_id = ANY($1::text[])) latest
+ORDER BY payment_id, created_at DESC, id DESC;
 
 -- name: cancel_payment
 -- Only once the payment's chain is scanned past the request's time ($3): a transfer mined before

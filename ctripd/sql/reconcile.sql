@@ -49,7 +49,8 @@ ORDER BY h.address, h.payment_id, h.token NULLS FIRST;
 
 -- name: swept_out
 -- Confirmed sweeps and recoveries mined up to block $2, per deposit address and asset.
--- A batch's part: what its receipt showed each swept deposit move.
+-- A batch's part: what its receipt showed each swept deposit move. Someone else's trigger of the
+-- delegate: what its booked `Swept` log showed move.
 SELECT address, token, sum(amount) AS amount FROM (
     SELECT from_address AS address, lower(token_address) AS token, amount
     FROM sweeps
@@ -59,7 +60,11 @@ SELECT address, token, sum(amount) AS amount FROM (
     SELECT e.address, lower(e.token_address), e.moved
     FROM sweep_entries e JOIN sweeps s ON s.id = e.sweep_id
     WHERE s.chain = $1 AND s.status = 'confirmed' AND s.block_number <= $2
-      AND e.status = 'swept') moved
+      AND e.status = 'swept'
+    UNION ALL
+    SELECT address, lower(token_address), amount
+    FROM outside_sweeps
+    WHERE chain = $1 AND block_number <= $2) moved
 GROUP BY address, token;
 
 -- name: fees_paid

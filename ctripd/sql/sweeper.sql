@@ -211,12 +211,24 @@ UPDATE sweep_entries SET status = $3, moved = $4 WHERE sweep_id = $1 AND address
 UPDATE sweep_entries SET status = 'failed' WHERE sweep_id = $1 AND status = 'pending';
 
 -- name: cover_entry_payments
--- The payments at a swept entry's deposit of batch $1: covered as linked.
-UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
-FROM sweep_payments sp, sweep_entries e
-WHERE sp.sweep_id = $1 AND p.id = sp.payment_id AND e.sweep_id = sp.sweep_id
-  AND e.address = p.address AND e.status = 'swept'
-RETURNING p.id, p.decimals, p.address, e.token_address, e.moved;
+-- The payments at a swept entry's deposit of batch $1: covered as linked, plus, in the entry's
+-- asset, what it moved beyond the balance planned at the safe block. The delegate moves the whole
+-- balance: funds that arrived after that block left with the rest, and once they confirm the
+-- payment is covered by this batch (they never look missing, nor like dust).
+WITH linked AS (
+    UPDATE sweep_payments sp
+    SET covered = sp.covered + CASE
+        WHEN lower(e.token_address) IS NOT DISTINCT FROM lower(p.token_address)
+        THEN e.moved - e.amount ELSE 0 END
+    FROM payments p, sweep_entries e
+    WHERE sp.sweep_id = $1 AND p.id = sp.payment_id AND e.sweep_id = sp.sweep_id
+      AND e.address = p.address AND e.status = 'swept'
+    RETURNING sp.payment_id, sp.covered, e.token_address, e.moved
+)
+UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, l.covered)
+FROM linked l
+WHERE p.id = l.payment_id
+RETURNING p.id, p.decimals, p.address, l.token_address, l.moved;
 
 -- name: delegate
 -- The sweep delegate of treasury $2 on chain $1, and the state of the sweep deploying it

@@ -891,6 +891,8 @@ class Snapshot:
     events: list[asyncpg.Record]
     sweeps: list[asyncpg.Record]
     links: list[asyncpg.Record]
+    # The deposits of EIP-7702 batches (`sweep_entries`).
+    entries: list[asyncpg.Record] = field(default_factory=list)
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> Snapshot:
@@ -909,19 +911,23 @@ class Snapshot:
             )
             sweeps = await conn.fetch("SELECT * FROM sweeps ORDER BY id")
             links = await conn.fetch("SELECT * FROM sweep_payments")
-        return cls(now, scanned, payments, transfers, events, sweeps, links)
+            entries = await conn.fetch("SELECT * FROM sweep_entries ORDER BY sweep_id, address")
+        return cls(now, scanned, payments, transfers, events, sweeps, links, entries)
 
     def of_chain(self, chain: str) -> Snapshot:
         payments = [p for p in self.payments if p["chain"] == chain]
         ids = {p["id"] for p in payments}
+        sweeps = [s for s in self.sweeps if s["chain"] == chain]
+        sweep_ids = {s["id"] for s in sweeps}
         return Snapshot(
             self.now,
             {chain: self.scanned.get(chain)},
             payments,
             [t for t in self.transfers if t["chain"] == chain],
             [e for e in self.events if e["payment_id"] in ids],
-            [s for s in self.sweeps if s["chain"] == chain],
+            sweeps,
             [link for link in self.links if link["payment_id"] in ids],
+            [e for e in self.entries if e["sweep_id"] in sweep_ids],
         )
 
 
@@ -1261,7 +1267,8 @@ def _replay(
             # late funds back): anything else is a duplicate or a change without its event.
             problems.append(f"payment {payment_id}: {kind} while {last_status}")
         elif kind == "payment.swept":
-            sweep = data["sweep"]["id"]
+            # Someone else's trigger of the delegate has ids of its own.
+            sweep = (data["sweep"]["kind"] == "outside", data["sweep"]["id"])
             if sweep in swept:
                 problems.append(f"payment {payment_id}: swept by sweep {sweep} twice")
             swept.add(sweep)
@@ -1278,17 +1285,41 @@ def _replay(
     return problems
 
 
+# Kinds the gas wallet sends and pays for: top-ups, delegate deployments, EIP-7702 batches.
+GAS_WALLET_KINDS = ("gas_topup", "deploy", "batch")
+
+
+def _entry_swept(entries: dict[tuple[int, str], asyncpg.Record], sweep: Any, address: str) -> bool:
+    """Whether a confirmed sweep moved a payment's funds: a batch only through the swept entry
+    of the payment's deposit."""
+    if sweep["status"] != "confirmed":
+        return False
+    if sweep["kind"] != "batch":
+        return True
+    entry = entries.get((sweep["id"], address.lower()))
+    return entry is not None and entry["status"] == "swept"
+
+
 async def _sweep_problems(world: World, snap: Snapshot, reorged: bool) -> list[str]:
     """No funds leave a deposit address twice: every transaction a sweeper address ever sent is
-    one mined sweep; treasuries received exactly what the sweeps say; confirmed payments swept."""
+    one mined sweep (a deposit's nonce also counts each authorization a mined batch carried for
+    it); treasuries received exactly what the sweeps and swept batch entries say; the gas wallet
+    spent exactly its top-ups, deployments and batches; confirmed payments swept."""
     problems = []
     by_id = {s["id"]: s for s in snap.sweeps}
+    entries = {(e["sweep_id"], e["address"].lower()): e for e in snap.entries}
     links = defaultdict(list)
     for link in snap.links:
         links[link["payment_id"]].append(link)
     for s in snap.sweeps:
         if s["status"] in ("signed", "broadcast"):
             problems.append(f"sweep {s['id']} still {s['status']}")
+    for e in snap.entries:
+        sweep = by_id[e["sweep_id"]]
+        if sweep["status"] in ("confirmed", "failed") and e["status"] == "pending":
+            problems.append(f"batch {sweep['id']}: entry {e['address']} still pending")
+        if e["status"] == "swept" and int(e["moved"]) < int(e["amount"]):
+            problems.append(f"batch {sweep['id']}: entry {e['address']} moved less than planned")
     for c in world.chains:
         node = world.node(c.name)
         sweeps = [s for s in snap.sweeps if s["chain"] == c.name]
@@ -1305,20 +1336,34 @@ async def _sweep_problems(world: World, snap: Snapshot, reorged: bool) -> list[s
                 # After a reorg deeper than the confirmations, a finished sweep may sit in
                 # another block than the one it was confirmed in: the funds moved all the same.
                 problems.append(f"sweep {s['id']}: receipt differs from the row")
+        # A mined batch applies its authorizations even when its call reverts; each applied one
+        # bumped its deposit's nonce once (the nonce it was signed at).
+        mined_ids = {s["id"] for s in mined}
+        authorized: dict[str, set[int]] = defaultdict(set)
+        for e in snap.entries:
+            if e["sweep_id"] in mined_ids and e["auth_nonce"] is not None:
+                authorized[e["address"].lower()].add(int(e["auth_nonce"]))
         senders = sorted({s["from_address"] for s in sweeps} | {world.setup.gas_wallet})
         senders += sorted(
             {p["address"] for p in snap.payments if p["chain"] == c.name} - set(senders)
         )
         nonces = await node.batch([("eth_getTransactionCount", [a, "latest"]) for a in senders])
         for address, nonce in zip(senders, nonces, strict=True):
-            ours = sum(1 for s in mined if s["from_address"].lower() == address.lower())
-            if int(nonce, 16) != ours:
+            sent = sum(1 for s in mined if s["from_address"].lower() == address.lower())
+            auths = len(authorized[address.lower()])
+            if int(nonce, 16) != sent + auths:
                 problems.append(
-                    f"{c.name}: {address} sent {int(nonce, 16)} transactions, {ours} are sweeps"
+                    f"{c.name}: {address} sent {int(nonce, 16)} transactions, {sent} are sweeps"
+                    + (f" and {auths} batch authorizations" if auths else "")
                 )
+        swept_entries = [
+            e
+            for e in snap.entries
+            if e["status"] == "swept" and by_id[e["sweep_id"]]["chain"] == c.name
+        ]
         native = sum(
             int(s["amount"]) for s in sweeps if s["kind"] == "native" and s["status"] == "confirmed"
-        )
+        ) + sum(int(e["moved"]) for e in swept_entries if e["token_address"] is None)
         delta = await node.balance(c.treasury) - world.treasury_start[(c.name, None)]
         if delta != native:
             problems.append(f"{c.name}: treasury got {delta} native, sweeps say {native}")
@@ -1329,6 +1374,10 @@ async def _sweep_problems(world: World, snap: Snapshot, reorged: bool) -> list[s
                 if s["kind"] == "token"
                 and s["status"] == "confirmed"
                 and (s["token_address"] or "").lower() == address.lower()
+            ) + sum(
+                int(e["moved"])
+                for e in swept_entries
+                if (e["token_address"] or "").lower() == address.lower()
             )
             delta = (
                 await node.token_balance(address, c.treasury)
@@ -1339,17 +1388,20 @@ async def _sweep_problems(world: World, snap: Snapshot, reorged: bool) -> list[s
         spent = sum(
             int(s["amount"]) * (s["status"] == "confirmed") + int(s["fee"] or 0)
             for s in sweeps
-            if s["kind"] == "gas_topup" and s["block_number"] is not None
+            if s["kind"] in GAS_WALLET_KINDS and s["block_number"] is not None
         )
         gas_delta = world.gas_start[c.name] - await node.balance(world.setup.gas_wallet)
         if gas_delta != spent:
-            problems.append(f"{c.name}: gas wallet spent {gas_delta}, its top-ups say {spent}")
+            problems.append(
+                f"{c.name}: gas wallet spent {gas_delta}, its top-ups, deployments and batches"
+                f" say {spent}"
+            )
     for p in snap.payments:
         covered = sorted(
             int(link["covered"])
             for link in links[p["id"]]
             if by_id[link["sweep_id"]]["kind"] != "gas_topup"
-            and by_id[link["sweep_id"]]["status"] == "confirmed"
+            and _entry_swept(entries, by_id[link["sweep_id"]], p["address"])
         )
         if len(covered) != len(set(covered)):
             problems.append(f"payment {p['id']}: the same funds swept twice {covered}")

@@ -147,7 +147,7 @@ def test_sweep_mode_is_one_of_three(files) -> None:  # type: ignore[no-untyped-d
     assert err.file.endswith("chains.yaml")
     assert (err.key, err.problem) == (
         "chains.anvil.sweep_mode",
-        "must be auto, eip7702, topup",
+        "must be auto, eip7702 or topup",
     )
 
 
