@@ -175,7 +175,10 @@ async def test_status_follows_the_chain_watcher(shop: Shop, anvil) -> None:  # t
     assert status["amount_received"] == "1.5" and status["amount_remaining"] == "0"
     page = await shop.page(pid)
     assert data_status(page) == "detected"
-    assert '<span data-field="confirmations_done">1</span> of 2' in page
+    assert (
+        '<span data-field="confirmations_done">1</span> of'
+        ' <span data-field="confirmations_required">2</span>'
+    ) in page
 
     mine(anvil)
     await shop.watcher.run_once()

@@ -4,6 +4,7 @@ against a real Anvil and Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -16,8 +17,10 @@ from rate_servers import Exchange, exchange_server
 from test_scanner_support import ETH, SENDER, Rig, chain_entry, mine, send_native
 from test_transfer_assets import get_payment, key
 
+from ctripd.cli.main import main
 from ctripd.dev import tokens as devtokens
 from ctripd.http.keys import RATES
+from ctripd.jobs.signing import generate_secret
 from ctripd.money import units_due
 
 PRICE = {"amount": "25.00", "currency": "USD"}
@@ -45,6 +48,13 @@ async def kraken() -> AsyncIterator[Exchange]:
 @pytest.fixture
 def shop(write_config, anvil, coinbase: Exchange, kraken: Exchange):  # type: ignore[no-untyped-def]
     """A config with two pegged test dollars and ETH quoted by two exchanges."""
+    return open_shop(write_config, anvil, coinbase, kraken)
+
+
+def open_shop(  # type: ignore[no-untyped-def]
+    write_config, anvil, coinbase: Exchange, kraken: Exchange, **toml: dict[str, Any]
+):
+    """(config, TD6 address, USDTL address) of `shop`, with more `toml` sections."""
     td6 = devtokens.deploy_token(anvil.url, "erc20_6", SENDER)
     usdt = devtokens.deploy_token(anvil.url, "usdt", SENDER)
     for token in (td6, usdt):
@@ -60,7 +70,7 @@ def shop(write_config, anvil, coinbase: Exchange, kraken: Exchange):  # type: ig
             "USDTL/USD": {"peg": True},
         },
     }
-    config = write_config({"rates": rates}, chains=[chain_entry(anvil, tokens=tokens)])
+    config = write_config({"rates": rates, **toml}, chains=[chain_entry(anvil, tokens=tokens)])
     return config, td6, usdt
 
 
@@ -291,3 +301,67 @@ async def test_export_csv_has_the_figures_for_the_books(  # type: ignore[no-unty
     assert resp.status == 400 and (await resp.json())["field"] == "from"
     resp = await client.get("/v1/payments/export.csv?to=2020-01-01", headers=headers)
     assert len((await resp.text()).splitlines()) == 1  # the header only
+
+
+async def test_payment_created_carries_the_price_and_options(  # type: ignore[no-untyped-def]
+    write_config, anvil, coinbase: Exchange, kraken: Exchange, make_client, pool, tmp_path
+) -> None:
+    secret = tmp_path / "webhook-secret"
+    secret.write_text(generate_secret() + "\n")
+    secret.chmod(0o600)
+    hook = {"url": "http://127.0.0.1:9/hook", "secret_file": str(secret)}
+    config, _, _ = open_shop(write_config, anvil, coinbase, kraken, webhooks=hook)
+    client = await make_client(config)
+    headers = await key(pool)
+    payment = await (await create(client, headers, accept=["anvil:USDTL", "anvil:ETH"])).json()
+    event = await pool.fetchrow(
+        "SELECT id, payload FROM events WHERE payment_id = $1 AND type = 'payment.created'",
+        payment["id"],
+    )
+    assert event is not None
+    # Delivered to the configured url like every event of the default merchant.
+    assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event["id"])
+    told = event["payload"]["data"]["payment"]
+    assert told["price"] == payment["price"]
+    assert told["price"]["amount"] == "25.00" and told["price"]["currency"] == "USD"
+    assert told["options"] == payment["options"]
+    usdt, eth = told["options"]
+    assert (usdt["asset"], usdt["amount"], usdt["rate"]) == ("USDTL", "25", "1")
+    assert eth["rate"] == "2005.25"
+    assert {s["source"] for s in eth["quote"]["sources"]} == {
+        "coinbase:ETH-USD",
+        "kraken:XETHZUSD",
+    }
+
+
+async def test_export_from_the_cli(  # type: ignore[no-untyped-def]
+    shop, make_client, pool: asyncpg.Pool, anvil, rig: Rig, capsys
+) -> None:
+    config, td6, _ = shop
+    client = await make_client(config)
+    headers = await key(pool)
+    watcher = rig.watcher(config)
+    await watcher.run_once()
+    payment = await (await create(client, headers, accept=["anvil:ETH", "anvil:TD6"])).json()
+    devtokens.token_transfer(anvil.url, td6, SENDER, payment["address"], 25_000_000)
+    mine(anvil, 2)
+    await watcher.run_once()
+
+    def export(*args: str) -> list[dict[str, str]]:
+        capsys.readouterr()
+        code = main(["--config", config.path, "payments", "export", "--csv", *args])
+        assert code == 0
+        return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+    (row,) = await asyncio.to_thread(export, "--from", "2020-01-01")
+    assert row["payment_id"] == payment["id"] and row["status"] == "confirmed"
+    assert (row["price"], row["currency"], row["price_received"]) == ("25.00", "USD", "25.00")
+    assert row["locked_rates"] == "anvil:ETH=2005.25;anvil:TD6=1"
+    assert row["amounts_received"] == "anvil:TD6=25"
+    # The same rows as the API's export.
+    resp = await client.get("/v1/payments/export.csv?from=2020-01-01", headers=headers)
+    assert list(csv.DictReader(io.StringIO(await resp.text()))) == [row]
+    (transfer,) = await asyncio.to_thread(export, "--transfers", "--merchant", "default")
+    assert (transfer["asset"], transfer["amount"], transfer["locked_rate"]) == ("TD6", "25", "1")
+    assert await asyncio.to_thread(export, "--to", "2020-01-01") == []
+    assert await asyncio.to_thread(export, "--merchant", "nobody") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
@@ -73,7 +75,7 @@ def test_dev_starts_twice_cleanly_and_refuses_public_chain(embedded_state_dir: P
     )
     assert refused.returncode == 1
     assert "public network" in refused.stderr
-    for _ in range(2):
+    for run in range(2):
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "ctripd", "dev", "--state-dir", str(state), "--port", str(port)],
@@ -82,17 +84,56 @@ def test_dev_starts_twice_cleanly_and_refuses_public_chain(embedded_state_dir: P
             text=True,
             env={**os.environ, "CTRIPD_CONFIG": "/nonexistent"},
         )
+        banner = ""
         try:
             body = wait_ready(f"http://127.0.0.1:{port}/readyz", proc, seconds=90)
             assert body["status"] == "ready"
+            if run == 0:
+                banner = read_banner(proc)
+                priced_in_dollars_out_of_the_box(port, banner)
         finally:
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
+        out = banner + out
         assert proc.returncode == 0, err
         assert "ctripd dev" in out and f"http://127.0.0.1:{port}" in out
         # The printed command works as it is: the way this ctripd was started.
         assert f"  {sys.executable} -m ctripd dev --state-dir {state} pay <payment id>" in out
     assert (state / "mnemonic").stat().st_mode & 0o077 == 0
+
+
+def read_banner(proc: subprocess.Popen[str]) -> str:
+    """What `ctripd dev` printed up to its last banner line (it flushes it before serving)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or "in a browser for the checkout page" not in lines[-1]:
+        line = proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    return "".join(lines)
+
+
+def priced_in_dollars_out_of_the_box(port: int, banner: str) -> None:
+    """The banner's priced create works as printed: the pegged test dollars and ETH, quoted by
+    the devnet's price feed, are all offered."""
+    key = re.search(r"API key:\s+(\S+)", banner)
+    body = re.search(r"-d '(\{\"price\".*\})'", banner)
+    assert key is not None and body is not None, banner
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/payments",
+        data=body.group(1).encode(),
+        headers={"Authorization": f"Bearer {key.group(1)}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 201
+        payment = json.loads(resp.read())
+    assert payment["price"]["amount"] == "25.00"
+    options = {o["asset"]: o for o in payment["options"]}
+    assert [o["available"] for o in payment["options"]] == [True, True, True]
+    assert (options["USDTL"]["amount"], options["TD6"]["rate"]) == ("25", "1")
+    assert Decimal(options["ETH"]["rate"]) == 2000 and options["ETH"]["amount"] == "0.0125"
+    (source,) = options["ETH"]["quote"]["sources"]
+    assert source["source"].startswith("feed:devnet:0x")
 
 
 def test_embedded_postgres_that_cannot_start_is_one_line(tmp_path: Path) -> None:

@@ -257,6 +257,7 @@ async def make_rig(
     tokens: bool = False,
     token_dust: dict[str, int] | None = None,
     other_tokens: dict[str, dict[str, Any]] | None = None,
+    toml: dict[str, dict[str, Any]] | None = None,
     **chain_extra: Any,
 ) -> AsyncIterator[Rig]:
     extra = dict(chain_extra)
@@ -267,7 +268,7 @@ async def make_rig(
             s: {"address": a, "decimals": d, "dust_threshold": (token_dust or {}).get(s, 0)}
             for s, (a, d) in deployed.items()
         }
-    config = write_config(chains=[chain_entry(anvil, **extra)])
+    config = write_config(toml, chains=[chain_entry(anvil, **extra)])
     anvil.rpc("anvil_setBalance", [GAS, hex(1000 * ETH)])
     (chain,) = config.chains
     await pool.execute(db.queries("chains")["upsert_chain"], chain.name, chain.chain_id)

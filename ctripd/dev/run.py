@@ -3,6 +3,9 @@
 Everything it makes lives under the state directory (default `.state/dev`). The devnet chain and
 its database are fresh on every start; the throw-away mnemonic is kept (mode 0600) so deposit
 addresses stay recognisable between runs. It never runs on a public network's chain id.
+
+Payments priced in USD work out of the box: the test tokens are pegged 1:1 to the dollar, and
+ETH is quoted by a PriceFeed aggregator deployed on the devnet (answered once, at start).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ctripd.chain.wallet import Wallet
 from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
 from ctripd.dev.devnet import AnvilProcess, start_anvil
 from ctripd.dev.pay import dev_pay
-from ctripd.dev.tokens import deploy_test_tokens
+from ctripd.dev.tokens import deploy_price_feed, deploy_test_tokens, set_feed_answer
 from ctripd.errors import CtripdError
 from ctripd.http.app import serve
 from ctripd.http.auth import create_key
@@ -34,6 +37,11 @@ log = structlog.get_logger(__name__)
 DEV_DATABASE = "ctripd_dev"
 # What the devnet's gas wallet starts with, for the top-ups of token sweeps.
 DEV_GAS_FUNDS = 100 * 10**18
+# The devnet's ETH/USD price feed: its answer (8 decimals, as Chainlink's USD feeds).
+DEV_ETH_USD = 2000
+FEED_DECIMALS = 8
+# Its one answer is given at start: it must stay fresh for the whole session.
+DEV_RATES_MAX_AGE = 365 * 86400
 
 
 class DevError(CtripdError):
@@ -68,8 +76,10 @@ def write_dev_config(
     port: int,
     tokens: dict[str, tuple[str, int]],
     treasury: str,
+    feed: str,
 ) -> Path:
     config_path = state_dir / "ctripd.toml"
+    pegged = [f'[rates.pairs."{symbol}/USD"]\npeg = true' for symbol in tokens]
     config_path.write_text(
         "\n".join(
             [
@@ -86,6 +96,14 @@ def write_dev_config(
                 "allow_private_targets = true",
                 "[log]",
                 'level = "info"',
+                "# The test tokens are dollars; ETH is quoted by the devnet's price feed, whose",
+                "# one answer (given at start) stays fresh for the session.",
+                "[rates]",
+                f"max_age = {DEV_RATES_MAX_AGE}",
+                '[rates.pairs."ETH/USD"]',
+                f'sources = ["feed:devnet:{feed}"]',
+                "min_sources = 1",
+                *pegged,
                 "",
             ]
         )
@@ -127,10 +145,13 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
         accounts: list[str] = anvil.rpc("eth_accounts")
         gas_wallet = Wallet.from_mnemonic(mnemonic_file.read_text()).gas_address(0)
         anvil.rpc("anvil_setBalance", [gas_wallet, hex(DEV_GAS_FUNDS)])
-        tokens = deploy_test_tokens(anvil.url, to_checksum_address(accounts[0]))
+        owner = to_checksum_address(accounts[0])
+        tokens = deploy_test_tokens(anvil.url, owner)
+        feed = deploy_price_feed(anvil.url, owner, FEED_DECIMALS, "ETH / USD")
+        set_feed_answer(anvil.url, feed, owner, DEV_ETH_USD * 10**FEED_DECIMALS)
         dsn = asyncio.run(_fresh_database(server.dsn))
         config_path = write_dev_config(
-            state_dir, dsn, anvil, chain_id, port, tokens, to_checksum_address(accounts[1])
+            state_dir, dsn, anvil, chain_id, port, tokens, to_checksum_address(accounts[1]), feed
         )
         config: Config = load_config(config_path)
         db.migrate(dsn)
@@ -168,6 +189,7 @@ def banner(
     api = f"http://{config.server.host}:{config.server.port}"
     token_list = ", ".join(f"{s} {a}" for s, (a, _) in tokens.items())
     chain = config.chains[0].name
+    accept = json.dumps([f"{chain}:{s}" for s in ("USDTL", "TD6", "ETH")])
     return "\n".join(
         [
             "ctripd dev — throw-away devnet (all data is reset on the next start)",
@@ -182,6 +204,11 @@ def banner(
             f"  curl -s -X POST {api}/v1/payments -H 'Authorization: Bearer {api_key}' \\",
             "    -H 'Content-Type: application/json' \\",
             f'    -d \'{{"chain": "{chain}", "asset": "ETH", "amount": "0.05"}}\'',
+            f"Or priced in dollars (test tokens pegged 1:1, ETH at {DEV_ETH_USD} USD by a price"
+            " feed):",
+            f"  curl -s -X POST {api}/v1/payments -H 'Authorization: Bearer {api_key}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            f'    -d \'{{"price": {{"amount": "25.00", "currency": "USD"}}, "accept": {accept}}}\'',
             "Pay it from a funded devnet account, then watch it confirm:",
             f"  {_self_command()} dev --state-dir {state_dir} pay <payment id>",
             f"  curl -s {api}/v1/payments/<payment id> -H 'Authorization: Bearer {api_key}'",

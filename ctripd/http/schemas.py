@@ -993,6 +993,28 @@ _CHECKOUT_SCHEMAS: Doc = {
             "expires_at": {"type": "string", "format": "date-time"},
             "expires_in": {"type": "integer", "description": "Seconds left (server clock)."},
             "paid_late": {"type": "boolean"},
+            "options": {
+                "type": "array",
+                "description": "Priced in fiat only (then `asset` is the currency and the "
+                "amounts are in it): each accepted option; `amount`, `amount_remaining` (what is "
+                "still to send in it, at its locked rate), `rate` and `payment_uri` only when it "
+                "was quoted (`available`).",
+                "items": {
+                    "type": "object",
+                    "required": ["chain", "chain_id", "asset", "token_address", "available"],
+                    "properties": {
+                        "chain": {"type": "string"},
+                        "chain_id": {"type": "integer"},
+                        "asset": {"type": "string"},
+                        "token_address": {"type": "string", "nullable": True},
+                        "available": {"type": "boolean"},
+                        "amount": {"type": "string"},
+                        "amount_remaining": {"type": "string"},
+                        "rate": {"type": "string"},
+                        "payment_uri": {"type": "string"},
+                    },
+                },
+            },
         },
     }
 }

@@ -3,17 +3,17 @@ the moment it signs, never against the row it signs from (SPEC §12). Database w
 alone must not move funds: a row that asks for anything else is refused.
 
 - A sweep (`native`, `token`) goes from a deposit address, derived at the index the ledger
-  records for a payment on this chain at that address, only to the treasury of that payment's
-  merchant on this chain: its own, while the payment's binding to that merchant (made by the
-  API at creation) and the approval the operator's CLI made for the treasury both verify under
-  the wallet's approval key, else the chain's. An unbound payment (rewritten merchant, or made
-  by a watch-only API) goes to the chain's treasury. Native coin at a token payment's address
-  (the change of gas top-ups, the operator's) may also go to the chain's treasury. A token
-  sweep only moves a configured token that a payment at that address is in.
+  records for a payment with an asset on this chain at that address (its own, or an option of
+  one priced in fiat), only to the treasury of that payment's merchant on this chain: its own,
+  while the payment's binding to that merchant (made by the API at creation) and the approval
+  the operator's CLI made for the treasury both verify under the wallet's approval key, else
+  the chain's. An unbound payment (rewritten merchant, or made by a watch-only API) goes to the
+  chain's treasury. Native coin at a token payment's address (the change of gas top-ups, the
+  operator's) may also go to the chain's treasury. A token sweep only moves a configured token
+  that a payment at that address is in.
 - A gas top-up goes only from the gas wallet (or the former one, for a top-up it had in flight),
-  only to the deposit address of a confirmed token
-  payment on this chain, and at most the gas a token transfer may use (`TOPUP_GAS_CEILING`) at
-  the chain's fee cap.
+  only to the deposit address of a confirmed payment with a token asset on this chain, and at
+  most the gas a token transfer may use (`TOPUP_GAS_CEILING`) at the chain's fee cap.
 - A recovery (`recover`) carries out an operator's request exactly: from the payment's deposit
   address to the address the request names, at most the amount it names, only while the
   request's approval verifies under the wallet's approval key (which only the mnemonic gives)
@@ -25,7 +25,7 @@ alone must not move funds: a row that asks for anything else is refused.
   the gas wallet to the delegate recorded for a treasury, whose code this process has read on
   chain and found to be the committed delegate's sweeping to that treasury; every deposit it
   sweeps (and authorizes to that delegate) is derived at the index the ledger records and holds
-  a confirmed payment of this chain in that asset whose treasury is that one.
+  a confirmed payment with that asset on this chain whose treasury is that one.
 """
 
 from __future__ import annotations
@@ -104,13 +104,15 @@ class GasWallet:
 
 
 def treasury_of(wallet: Wallet, chain: ChainConfig, payment: asyncpg.Record) -> str:
-    """Where a payment's sweep goes: its merchant's own treasury on the chain while the
-    payment's binding to that merchant verifies, else the chain's. A bound merchant's treasury
-    row whose approval does not verify was not written by the operator's CLI: refused."""
+    """Where a payment's sweep on `chain` goes: its merchant's own treasury on that chain while
+    the payment's binding to that merchant verifies, else the chain's. The binding names the
+    payment's own chain (a payment priced in fiat is swept on each chain of its options: its
+    deposit index, bound with it, derives the same address on all of them). A bound merchant's
+    treasury row whose approval does not verify was not written by the operator's CLI: refused."""
     if payment["treasury"] is None or payment["merchant_binding"] is None:
         return chain.treasury
     merchant = payment["merchant"]
-    bound = binding_text(payment["id"], merchant, chain.name, int(payment["address_index"]))
+    bound = binding_text(payment["id"], merchant, payment["chain"], int(payment["address_index"]))
     if not hmac.compare_digest(wallet.approve(bound), bytes(payment["merchant_binding"])):
         return chain.treasury
     text = treasury_text(merchant, chain.name, payment["treasury"])

@@ -23,9 +23,12 @@ transaction *before* anything is sent:
   pay the gas (the top-up is a `gas_topup` sweep linked to the same payments); a payer's held
   coin at the address never pays it. What the top-up leaves goes back once it pays for itself.
 - Balances are read at the block `confirmations` deep, so unconfirmed deposits are never swept.
-- Only `confirmed` payments are swept (paid-late ones too, once confirmed). Funds at expired or
-  canceled payments stay where they are: they may be owed back to the payer, an operator decision
-  that `ctripd recover` records and `_plan_recoveries` carries out.
+- Only `confirmed` payments are swept (paid-late ones too, once confirmed), in each asset they
+  count on this chain: their own, or each quoted option of one priced in fiat (its tokens
+  first: a token sweep may pay its gas with the native coin the payment accepts there), each
+  with its own sweep and coverage. Funds at expired or canceled payments stay where they are:
+  they may be owed back to the payer, an operator decision that `ctripd recover` records and
+  `_plan_recoveries` carries out.
 - Every signature, first or replacement, passes the signing policy (`jobs.policy`) at that
   moment; a row it refuses is `refused`, logged at critical level and counted in `/metrics`.
 - A stuck transaction is replaced only while the node holds it; one the node refused or forgot
@@ -130,9 +133,15 @@ async def _insert_version(
     )
 
 
+# What a sweep covers of one payment: (payment id, option position (None: the payment's own
+# asset), the confirmed amount of that asset it covers).
+Covered = tuple[str, int | None, int]
+
+
 @dataclass(frozen=True)
 class _Group:
-    """The confirmed payments of one deposit address and asset: swept by one transaction."""
+    """The confirmed payments of one deposit address and asset (each payment's own, or an
+    option of one priced in fiat): swept by one transaction."""
 
     address: str
     index: int
@@ -140,8 +149,12 @@ class _Group:
     payments: list[asyncpg.Record]
 
     @property
-    def covered(self) -> list[tuple[str, int]]:
-        return [(p["id"], int(p["amount_confirmed"])) for p in self.payments]
+    def covered(self) -> list[Covered]:
+        return [(p["id"], p["position"], int(p["amount_confirmed"])) for p in self.payments]
+
+    @property
+    def payment_ids(self) -> list[str]:
+        return [p["id"] for p in self.payments]
 
     def treasury(self, wallet: Wallet, chain: ChainConfig) -> str:
         """Where the group's funds go: its merchant's treasury on the chain, or the chain's."""
@@ -555,9 +568,10 @@ class Sweeper:
         elif row["kind"] == "token":
             balance = _uint(await self.rpc.call("eth_getBalance", [row["from_address"], "latest"]))
             payments = [
-                r["payment_id"] for r in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
+                (r["payment_id"], r["position"])
+                for r in await self.pool.fetch(Q["payments_of_sweep"], row["id"])
             ]
-            free = max(0, balance - await self._held_native(payments))
+            free = max(0, balance - await self._held_native([p for p, _ in payments]))
             if free < gas * fee.per_gas:
                 await self._top_up_for_replacement(row, payments, gas * fee.per_gas - free, fee)
                 return "waiting for a gas top-up to pay the higher fee"
@@ -625,7 +639,7 @@ class Sweeper:
         return None
 
     async def _top_up_for_replacement(
-        self, row: asyncpg.Record, payments: list[str], short: int, fee: Fee
+        self, row: asyncpg.Record, payments: list[tuple[str, int | None]], short: int, fee: Fee
     ) -> None:
         if await self.pool.fetchval(Q["unfinished_topup_to"], self.chain.name, row["from_address"]):
             return
@@ -638,7 +652,7 @@ class Sweeper:
             amount=short,
             gas=NATIVE_GAS,
             fee=fee,
-            covered=[(p, 0) for p in payments],
+            covered=[(p, position, 0) for p, position in payments],
         )
         (fresh,) = await self.pool.fetch(Q["sweeps_by_id"], [sweep_id])
         versions = await self._versions([fresh])
@@ -1129,8 +1143,10 @@ class Sweeper:
         return [sweep_id]
 
     async def _held_native(self, payment_ids: list[str]) -> int:
-        """Native coin the ledger holds for these payments' payers (not yet recovered)."""
-        return (await recoveries.still_there(self.pool, payment_ids)).get(None, 0)
+        """Native coin the ledger holds on this chain for these payments' payers (not yet
+        recovered); coin a payment accepts (priced in fiat, with a native option) is not."""
+        held = await recoveries.still_there(self.pool, payment_ids, self.chain.name)
+        return held.get(None, 0)
 
     async def _defer(self, group: _Group, seconds: float) -> None:
         """Plan the group's payments again after `seconds`; the others keep their turn."""
@@ -1139,8 +1155,8 @@ class Sweeper:
 
     async def _mark_dust(self, group: _Group, balance: int) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            for payment_id, covered in group.covered:
-                await conn.execute(Q["mark_dust"], payment_id, covered)
+            for payment_id, position, covered in group.covered:
+                await conn.execute(Q["mark_dust"], payment_id, position, covered)
         log.info(
             "sweep.dust",
             chain=self.chain.name,
@@ -1203,7 +1219,7 @@ class Sweeper:
         need = gas * fee.per_gas
         # Coin a payer sent there by mistake is held for them: the sweep's gas never comes from
         # it, only from top-ups (and their change).
-        free = max(0, native - await self._held_native([p for p, _ in group.covered]))
+        free = max(0, native - await self._held_native(group.payment_ids))
         if free < need:
             return await self._create(
                 kind="gas_topup",
@@ -1214,7 +1230,7 @@ class Sweeper:
                 amount=need - free,
                 gas=NATIVE_GAS,
                 fee=fee,
-                covered=[(p, 0) for p, _ in group.covered],
+                covered=[(p, position, 0) for p, position, _ in group.covered],
             )
         return await self._create(
             kind="token",
@@ -1239,7 +1255,7 @@ class Sweeper:
         amount: int,
         gas: int,
         fee: Fee,
-        covered: list[tuple[str, int]],
+        covered: Sequence[Covered],
         recovery: int | None = None,
         entries: Sequence[tuple[Entry, int]] = (),
     ) -> int:
@@ -1295,8 +1311,8 @@ class Sweeper:
             if kind == "deploy":
                 address = delegate.create_address(sender, nonce)
                 await conn.execute(Q["record_delegate"], self.chain.name, to, address, sweep_id)
-            for payment_id, part in covered:
-                await conn.execute(Q["link_payment"], sweep_id, payment_id, part)
+            for payment_id, position, part in covered:
+                await conn.execute(Q["link_payment"], sweep_id, payment_id, part, position)
             if recovery is not None:
                 await conn.execute(Q["link_recovery"], recovery, sweep_id)
         log.info(
@@ -1311,7 +1327,7 @@ class Sweeper:
             nonce=nonce,
             per_gas=fee.per_gas,
             tx_hash=tx_hash,
-            payments=[p for p, _ in covered],
+            payments=[p for p, _, _ in covered],
         )
         self._crash(Step.SIGNED)
         return sweep_id

@@ -21,8 +21,9 @@ is printed. Addresses with a sweep in flight are listed but not compared: their 
 be mined without its row being final yet.
 
 Funds the sweeper leaves in place are listed as held (they are no mismatch): transfers on this
-chain for a payment of another (sent on the wrong network), transfers in another asset than
-their payment's, and transfers to payments that expired or were canceled.
+chain for a payment of another (sent on the wrong network), transfers in an asset their payment
+does not accept (another than its own, or than its quoted options' when priced in fiat), and
+transfers to payments that expired or were canceled.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def _recovery(chain: ChainConfig, row: asyncpg.Record) -> Recovery:
 
 def _held(chain: ChainConfig, row: asyncpg.Record) -> Held:
     asset, decimals = asset_of(chain, row["token"])
-    if row["payment_chain"] != chain.name:
+    if row["other_chain"]:
         reason = f"sent on {chain.name} for a payment on {row['payment_chain']}"
     elif row["other_asset"]:
         reason = "another asset than the payment's"

@@ -1,4 +1,4 @@
-"""Recoveries: held funds (another asset than the payment's, or at an expired or canceled
+"""Recoveries: held funds (an asset the payment does not count, or at an expired or canceled
 payment) that the operator sends back or elsewhere with `ctripd recover`. A request is
 approved with the wallet's approval key over its canonical text; the sweeper carries it out
 as a `recover` sweep only while that approval and the ledger's held funds still allow it."""
@@ -25,16 +25,22 @@ async def held(
     return await _held(conn, [payment_id], excluding, ["approved", "done"])
 
 
-async def still_there(conn: Conn | asyncpg.Pool, payment_ids: list[str]) -> dict[str | None, int]:
-    """These payments' held funds still at their address, by asset: less the recoveries done
-    only (an approved one has not moved them yet)."""
-    return await _held(conn, payment_ids, None, ["done"])
+async def still_there(
+    conn: Conn | asyncpg.Pool, payment_ids: list[str], chain: str
+) -> dict[str | None, int]:
+    """These payments' held funds on `chain` still at their address, by asset: less the
+    recoveries done only (an approved one has not moved them yet)."""
+    return await _held(conn, payment_ids, None, ["done"], chain)
 
 
 async def _held(
-    conn: Conn | asyncpg.Pool, payment_ids: list[str], excluding: int | None, taking: list[str]
+    conn: Conn | asyncpg.Pool,
+    payment_ids: list[str],
+    excluding: int | None,
+    taking: list[str],
+    chain: str | None = None,
 ) -> dict[str | None, int]:
-    rows = await conn.fetch(Q["held_of_payments"], payment_ids, excluding, taking)
+    rows = await conn.fetch(Q["held_of_payments"], payment_ids, excluding, taking, chain)
     return {r["token"]: int(r["amount"]) for r in rows if int(r["amount"]) > 0}
 
 

@@ -1,25 +1,28 @@
 -- name: deposit_of
--- A payment of chain $1 at address $2, derived at index $3, in asset $4 (NULL: any asset, for
--- native coin at the address): its id, merchant and binding to that merchant, that merchant's own
--- treasury on the chain with its approval (NULL: none), and whether a token payment is at the address (its native coin is
--- top-up change, the operator's).
+-- A payment with an asset (`payment_assets`) on chain $1 at address $2, derived at index $3, in
+-- asset $4 (NULL: any asset, for native coin at the address): its id, merchant, chain and binding
+-- to that merchant, that merchant's own treasury on chain $1 with its approval (NULL: none), and
+-- whether a token asset of a payment is at the address on chain $1 (its native coin is top-up
+-- change, the operator's).
 SELECT p.id, p.merchant, p.chain, p.address_index, p.merchant_binding,
        mt.address AS treasury, mt.approval,
-       EXISTS (SELECT 1 FROM payments q
-               WHERE lower(q.address) = lower($2) AND q.chain = $1
-                 AND q.token_address IS NOT NULL) AS token_payment
+       EXISTS (SELECT 1 FROM payments q JOIN payment_assets b ON b.payment_id = q.id
+               WHERE lower(q.address) = lower($2) AND b.chain = $1
+                 AND b.token_address IS NOT NULL) AS token_payment
 FROM payments p
-LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
-WHERE lower(p.address) = lower($2) AND p.chain = $1 AND p.address_index = $3
-  AND ($4::text IS NULL OR lower(p.token_address) = lower($4))
+JOIN payment_assets a ON a.payment_id = p.id
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = $1
+WHERE lower(p.address) = lower($2) AND a.chain = $1 AND p.address_index = $3
+  AND ($4::text IS NULL OR lower(a.token_address) = lower($4))
 LIMIT 1;
 
 -- name: top_up_target
--- A confirmed token payment of chain $1 at address $2, or an approved recovery of tokens there.
+-- A confirmed payment with a token asset on chain $1 at address $2, or an approved recovery of
+-- tokens there.
 SELECT EXISTS (
-    SELECT 1 FROM payments
-    WHERE lower(address) = lower($2) AND chain = $1 AND token_address IS NOT NULL
-      AND status = 'confirmed')
+    SELECT 1 FROM payments p JOIN payment_assets a ON a.payment_id = p.id
+    WHERE lower(p.address) = lower($2) AND a.chain = $1 AND a.token_address IS NOT NULL
+      AND a.status = 'confirmed')
     OR EXISTS (
     SELECT 1 FROM recoveries r JOIN payments p ON p.id = r.payment_id
     WHERE lower(p.address) = lower($2) AND r.chain = $1 AND r.token_address IS NOT NULL
@@ -40,13 +43,14 @@ WHERE chain = $1 AND lower(address) = lower($2);
 SELECT address FROM sweep_delegates WHERE chain = $1 AND treasury = $2;
 
 -- name: confirmed_deposit
--- A confirmed payment of chain $1 with funds at address $2, derived at index $3, in asset $4
--- (NULL: native coin), with what `treasury_of` needs.
+-- A confirmed payment with funds confirmed at address $2 on chain $1 in asset $4 (NULL: native
+-- coin; `payment_assets`), derived at index $3, with what `treasury_of` needs.
 SELECT p.id, p.merchant, p.chain, p.address_index, p.merchant_binding,
        mt.address AS treasury, mt.approval
 FROM payments p
-LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
-WHERE lower(p.address) = lower($2) AND p.chain = $1 AND p.address_index = $3
-  AND p.status = 'confirmed' AND p.amount_confirmed > 0
-  AND lower(coalesce(p.token_address, '')) = lower(coalesce($4::text, ''))
+JOIN payment_assets a ON a.payment_id = p.id
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = $1
+WHERE lower(p.address) = lower($2) AND a.chain = $1 AND p.address_index = $3
+  AND a.status = 'confirmed' AND a.confirmed > 0
+  AND lower(coalesce(a.token_address, '')) = lower(coalesce($4::text, ''))
 LIMIT 1;

@@ -19,29 +19,35 @@ GROUP BY p.address, lower(t.token_address);
 
 -- name: held
 -- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
--- sent on this chain for a payment of another, in another asset than their payment's, or to a
+-- in an asset their payment does not count on this chain (`payment_assets`: sent on this chain
+-- for a payment of another, or in another asset than the payment's or its options'), or to a
 -- payment that expired or was canceled, less what confirmed recoveries took. They may be owed
--- back to the payer, an operator's decision.
-WITH held AS (
-    SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
-           p.chain AS payment_chain,
-           lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
-               AS other_asset,
-           sum(t.amount) AS amount
+-- back to the payer, an operator's decision. `other_chain`: the payment counts nothing here.
+WITH transfer AS (
+    SELECT p.address, p.id AS payment_id, p.status, p.chain AS payment_chain,
+           lower(t.token_address) AS token, t.amount,
+           EXISTS (SELECT 1 FROM payment_assets a
+                   WHERE a.payment_id = p.id AND a.chain = t.chain) AS on_chain,
+           EXISTS (SELECT 1 FROM payment_assets a
+                   WHERE a.payment_id = p.id AND a.chain = t.chain
+                     AND lower(coalesce(a.token_address, ''))
+                         = lower(coalesce(t.token_address, ''))) AS counted
     FROM transfers t JOIN payments p ON p.id = t.payment_id
     WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
-      AND (p.chain <> t.chain
-           OR lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
-           OR p.status IN ('expired', 'canceled'))
-    GROUP BY p.address, p.id, p.status, p.chain, lower(t.token_address), other_asset
+), held AS (
+    SELECT address, payment_id, status, token, payment_chain, NOT on_chain AS other_chain,
+           NOT counted AS other_asset, sum(amount) AS amount
+    FROM transfer
+    WHERE NOT counted OR status IN ('expired', 'canceled')
+    GROUP BY address, payment_id, status, token, payment_chain, on_chain, counted
 ), recovered AS (
     SELECT r.payment_id, lower(r.token_address) AS token, sum(r.amount) AS amount
     FROM recoveries r JOIN sweeps s ON s.id = r.sweep_id
     WHERE r.chain = $1 AND r.status = 'done' AND s.block_number <= $2
     GROUP BY r.payment_id, lower(r.token_address)
 )
-SELECT h.address, h.payment_id, h.status, h.token, h.payment_chain, h.other_asset,
-       h.amount - coalesce(v.amount, 0) AS amount
+SELECT h.address, h.payment_id, h.status, h.token, h.payment_chain, h.other_chain,
+       h.other_asset, h.amount - coalesce(v.amount, 0) AS amount
 FROM held h
 LEFT JOIN recovered v ON v.payment_id = h.payment_id AND v.token IS NOT DISTINCT FROM h.token
 WHERE h.amount - coalesce(v.amount, 0) > 0

@@ -1,16 +1,22 @@
 -- name: held_of_payments
--- The held funds of payments $1 on their own chain, together, per asset (token NULL: native):
--- their confirmed live transfers in another asset than their own, or all of them once expired or
--- canceled, less what recoveries in the states $3 took or are taking (but recovery $2).
+-- The held funds of payments $1 on chain $4 (NULL: their own chain), together, per asset (token
+-- NULL: native): their confirmed live transfers in an asset they do not count there
+-- (`payment_assets`), or all of them once expired or canceled, less what recoveries in the
+-- states $3 took or are taking (but recovery $2).
 WITH received AS (
     SELECT lower(t.token_address) AS token, sum(t.amount) AS amount
     FROM transfers t
     JOIN payments p ON p.id = t.payment_id
     JOIN chains c ON c.name = t.chain
-    WHERE t.payment_id = ANY($1::text[]) AND t.status = 'live' AND t.chain = p.chain
+    WHERE t.payment_id = ANY($1::text[]) AND t.status = 'live'
+      AND t.chain = coalesce($4::text, p.chain)
       AND t.block_number <= c.scanned_block - p.confirmations_required + 1
-      AND (lower(coalesce(t.token_address, '')) <> lower(coalesce(p.token_address, ''))
-           OR p.status IN ('expired', 'canceled'))
+      AND (p.status IN ('expired', 'canceled')
+           OR NOT EXISTS (
+               SELECT 1 FROM payment_assets a
+               WHERE a.payment_id = p.id AND a.chain = t.chain
+                 AND lower(coalesce(a.token_address, ''))
+                     = lower(coalesce(t.token_address, ''))))
     GROUP BY lower(t.token_address)
 ), taken AS (
     SELECT lower(token_address) AS token, sum(amount) AS amount

@@ -10,19 +10,24 @@ SELECT pg_advisory_unlock(hashtextextended($1, 0));
 SELECT pg_advisory_xact_lock(hashtextextended($1, 0));
 
 -- name: due_payments
--- Confirmed payments whose confirmed amount is not yet covered by a sweep (or a dust check),
--- with no sweep of theirs in flight or refused by the signing policy (a tampered row: the
--- operator looks first), outside the back-off after failed sweeps (or failed batch entries)
--- (1 minute doubling per failure, at most 512 minutes) and after a deferral. $2 = now, $3 = limit.
+-- Confirmed payments' assets (`payment_assets`: a payment in asset units, or each quoted option
+-- of one priced in fiat) on chain $1 whose confirmed amount is not yet covered by a sweep (or a
+-- dust check), with no sweep of the payment in flight or refused by the signing policy (a
+-- tampered row: the operator looks first), outside the back-off after failed sweeps (or failed
+-- batch entries) (1 minute doubling per failure, at most 512 minutes) and after a deferral.
+-- $2 = now, $3 = limit. `position`: the option (NULL: the payment's own asset). Token assets
+-- come before native coin at an address: a token sweep may pay its gas with accepted coin there.
 -- `treasury`: the merchant's own on this chain (NULL: the chain's), used only while the payment's
 -- binding to its merchant and the treasury's approval verify (jobs.policy.treasury_of).
-SELECT p.id, p.merchant, p.chain, p.address, p.address_index, p.merchant_binding, p.token_address,
-       p.asset, p.decimals, p.amount_confirmed, mt.address AS treasury, mt.approval,
+SELECT p.id, a.position, p.merchant, p.chain, p.address, p.address_index, p.merchant_binding,
+       a.token_address, a.asset, a.decimals, a.confirmed AS amount_confirmed,
+       mt.address AS treasury, mt.approval,
        (SELECT max(t.block_number) FROM transfers t
-        WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain) AS last_block
-FROM payments p
-LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = p.chain
-WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered
+        WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = $1) AS last_block
+FROM payment_assets a
+JOIN payments p ON p.id = a.payment_id
+LEFT JOIN merchant_treasuries mt ON mt.merchant = p.merchant AND mt.chain = $1
+WHERE a.chain = $1 AND a.status = 'confirmed' AND a.confirmed > a.sweep_covered
   AND (p.sweep_not_before IS NULL OR p.sweep_not_before <= $2)
   AND NOT EXISTS (
       SELECT 1 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
@@ -35,12 +40,18 @@ WHERE p.chain = $1 AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_c
              OR EXISTS (SELECT 1 FROM sweep_entries e
                         WHERE e.sweep_id = s.id AND e.address = p.address
                           AND e.status = 'failed'))), '-infinity') <= $2
-ORDER BY p.address, p.id
+ORDER BY p.address, a.token_address IS NULL, p.id, a.position
 LIMIT $3;
 
 -- name: mark_dust
--- Nothing worth sweeping now: wait until more funds are confirmed.
-UPDATE payments SET sweep_covered = GREATEST(sweep_covered, $2) WHERE id = $1;
+-- Nothing worth sweeping now of payment $1's asset (option $2; NULL: its own): wait until more
+-- funds are confirmed.
+WITH o AS (
+    UPDATE payment_options SET sweep_covered = GREATEST(sweep_covered, $3)
+    WHERE payment_id = $1 AND position = $2
+)
+UPDATE payments SET sweep_covered = GREATEST(sweep_covered, $3)
+WHERE id = $1 AND $2::integer IS NULL;
 
 -- name: defer_sweep
 -- Plan these payments' sweeps again no sooner than $2.
@@ -62,7 +73,7 @@ INSERT INTO sweep_txs (sweep_id, tx_hash, raw_tx, amount, max_fee_per_gas, max_p
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: link_payment
-INSERT INTO sweep_payments (sweep_id, payment_id, covered) VALUES ($1, $2, $3);
+INSERT INTO sweep_payments (sweep_id, payment_id, covered, position) VALUES ($1, $2, $3, $4);
 
 -- name: unfinished
 SELECT * FROM sweeps
@@ -77,7 +88,7 @@ SELECT * FROM sweeps WHERE id = ANY($1::bigint[]) ORDER BY id;
 SELECT * FROM sweep_txs WHERE sweep_id = ANY($1::bigint[]) ORDER BY sweep_id, id;
 
 -- name: payments_of_sweep
-SELECT payment_id FROM sweep_payments WHERE sweep_id = $1 ORDER BY payment_id;
+SELECT payment_id, position FROM sweep_payments WHERE sweep_id = $1 ORDER BY payment_id;
 
 -- name: unfinished_topup_to
 SELECT EXISTS (
@@ -120,10 +131,20 @@ UPDATE sweeps SET status = 'failed', error = $2, updated_at = $3
 WHERE id = $1 AND status IN ('signed', 'broadcast');
 
 -- name: cover_payments
-UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
-FROM sweep_payments sp
-WHERE sp.sweep_id = $1 AND p.id = sp.payment_id
-RETURNING p.id, p.decimals, p.asset;
+-- The payments' assets swept by sweep $1 (an option of a payment priced in fiat, or the
+-- payment's own asset): covered as linked.
+WITH o AS (
+    UPDATE payment_options o SET sweep_covered = GREATEST(o.sweep_covered, sp.covered)
+    FROM sweep_payments sp
+    WHERE sp.sweep_id = $1 AND o.payment_id = sp.payment_id AND o.position = sp.position
+    RETURNING o.payment_id AS id, o.decimals
+), p AS (
+    UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, sp.covered)
+    FROM sweep_payments sp
+    WHERE sp.sweep_id = $1 AND p.id = sp.payment_id AND sp.position IS NULL
+    RETURNING p.id, p.decimals
+)
+SELECT * FROM o UNION ALL SELECT * FROM p ORDER BY id;
 
 -- name: refuse
 UPDATE sweeps SET status = 'refused', error = $2, updated_at = now()
@@ -150,9 +171,9 @@ WHERE s.chain = $1 AND s.kind = 'token' AND s.status = 'confirmed' AND NOT s.cha
       WHERE o.chain = s.chain AND o.status IN ('signed', 'broadcast', 'refused')
         AND (o.from_address = s.from_address OR o.to_address = s.from_address))
   AND NOT EXISTS (
-      SELECT 1 FROM payments p
-      WHERE lower(p.address) = lower(s.from_address) AND p.chain = s.chain
-        AND p.status = 'confirmed' AND p.amount_confirmed > p.sweep_covered)
+      SELECT 1 FROM payments p JOIN payment_assets a ON a.payment_id = p.id
+      WHERE lower(p.address) = lower(s.from_address) AND a.chain = s.chain
+        AND a.status = 'confirmed' AND a.confirmed > a.sweep_covered)
 LIMIT $2;
 
 -- name: change_checked
@@ -211,24 +232,41 @@ UPDATE sweep_entries SET status = $3, moved = $4 WHERE sweep_id = $1 AND address
 UPDATE sweep_entries SET status = 'failed' WHERE sweep_id = $1 AND status = 'pending';
 
 -- name: cover_entry_payments
--- The payments at a swept entry's deposit of batch $1: covered as linked, plus, in the entry's
--- asset, what it moved beyond the balance planned at the safe block. The delegate moves the whole
--- balance: funds that arrived after that block left with the rest, and once they confirm the
--- payment is covered by this batch (they never look missing, nor like dust).
-WITH linked AS (
-    UPDATE sweep_payments sp
-    SET covered = sp.covered + CASE
-        WHEN lower(e.token_address) IS NOT DISTINCT FROM lower(p.token_address)
-        THEN e.moved - e.amount ELSE 0 END
-    FROM payments p, sweep_entries e
-    WHERE sp.sweep_id = $1 AND p.id = sp.payment_id AND e.sweep_id = sp.sweep_id
-      AND e.address = p.address AND e.status = 'swept'
-    RETURNING sp.payment_id, sp.covered, e.token_address, e.moved
+-- The payments' assets at a swept entry's deposit of batch $1 (an option of a payment priced
+-- in fiat, or the payment's own asset): covered as linked, plus, in the entry's asset, what it
+-- moved beyond the balance planned at the safe block. The delegate moves the whole balance:
+-- funds that arrived after that block left with the rest, and once they confirm the payment is
+-- covered by this batch (they never look missing, nor like dust).
+WITH swept AS (
+    SELECT sp.payment_id, sp.position, p.address, p.decimals, e.token_address, e.moved,
+           sp.covered + CASE
+               WHEN lower(e.token_address) IS NOT DISTINCT FROM lower(
+                   CASE WHEN sp.position IS NULL THEN p.token_address ELSE po.token_address END)
+               THEN e.moved - e.amount ELSE 0 END AS covered
+    FROM sweep_payments sp
+    JOIN payments p ON p.id = sp.payment_id
+    JOIN sweep_entries e ON e.sweep_id = sp.sweep_id AND e.address = p.address
+    LEFT JOIN payment_options po ON po.payment_id = sp.payment_id AND po.position = sp.position
+    WHERE sp.sweep_id = $1 AND e.status = 'swept'
+), linked AS (
+    UPDATE sweep_payments sp SET covered = w.covered
+    FROM swept w
+    WHERE sp.sweep_id = $1 AND sp.payment_id = w.payment_id
+      AND sp.position IS NOT DISTINCT FROM w.position
+), o AS (
+    UPDATE payment_options o SET sweep_covered = GREATEST(o.sweep_covered, w.covered)
+    FROM swept w
+    WHERE o.payment_id = w.payment_id AND o.position = w.position
+    RETURNING o.payment_id, o.position, o.decimals
+), p AS (
+    UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, w.covered)
+    FROM swept w
+    WHERE p.id = w.payment_id AND w.position IS NULL
 )
-UPDATE payments p SET sweep_covered = GREATEST(p.sweep_covered, l.covered)
-FROM linked l
-WHERE p.id = l.payment_id
-RETURNING p.id, p.decimals, p.address, l.token_address, l.moved;
+SELECT w.payment_id AS id, coalesce(o.decimals, w.decimals) AS decimals, w.address,
+       w.token_address, w.moved
+FROM swept w LEFT JOIN o ON o.payment_id = w.payment_id AND o.position = w.position
+ORDER BY w.payment_id;
 
 -- name: delegate
 -- The sweep delegate of treasury $2 on chain $1, and the state of the sweep deploying it

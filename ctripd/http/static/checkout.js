@@ -31,11 +31,18 @@
   function show(s) {
     state = s;
     main.dataset.status = s.status;
-    main.dataset.partial = String(s.amount_received !== "0");
+    // Display only: "0" in asset units, "0.00" in a currency.
+    main.dataset.partial = String(parseFloat(s.amount_received) > 0);
     main.dataset.paidLate = String(s.paid_late);
     setText("amount_received", s.amount_received);
     setText("amount_remaining", s.amount_remaining);
     setText("confirmations_done", String(s.confirmations.done));
+    setText("confirmations_required", String(s.confirmations.required));
+    // Priced in fiat: what is still to send in each option's asset.
+    var options = s.options || [];
+    for (var i = 0; i < options.length; i++) {
+      if (options[i].available) setText("remaining-" + i, options[i].amount_remaining);
+    }
     deadline = Date.now() + s.expires_in * 1000;
     tick();
   }
