@@ -20,8 +20,8 @@ GROUP BY p.address, lower(t.token_address);
 -- name: held
 -- Live transfers up to block $2 that the sweeper leaves where they are, per payment and asset:
 -- sent on this chain for a payment of another, in another asset than their payment's, or to a
--- payment that expired or was canceled, less what confirmed recoveries took. They may be owed
--- back to the payer, an operator's decision.
+-- payment that expired or was canceled, less what confirmed recoveries and refunds took. They
+-- may be owed back to the payer, an operator's decision.
 WITH held AS (
     SELECT p.address, p.id AS payment_id, p.status, lower(t.token_address) AS token,
            p.chain AS payment_chain,
@@ -35,9 +35,16 @@ WITH held AS (
            OR p.status IN ('expired', 'canceled'))
     GROUP BY p.address, p.id, p.status, p.chain, lower(t.token_address), other_asset
 ), recovered AS (
+    -- Recoveries done and refunds confirmed (from the deposit or, once swept, the payout
+    -- wallet: either way the payer has it back).
     SELECT r.payment_id, lower(r.token_address) AS token, sum(r.amount) AS amount
-    FROM recoveries r JOIN sweeps s ON s.id = r.sweep_id
-    WHERE r.chain = $1 AND r.status = 'done' AND s.block_number <= $2
+    FROM (SELECT payment_id, token_address, amount, sweep_id FROM recoveries
+          WHERE chain = $1 AND status = 'done'
+          UNION ALL
+          SELECT payment_id, token_address, amount, sweep_id FROM refunds
+          WHERE chain = $1 AND status = 'confirmed') r
+    JOIN sweeps s ON s.id = r.sweep_id
+    WHERE s.block_number <= $2
     GROUP BY r.payment_id, lower(r.token_address)
 )
 SELECT h.address, h.payment_id, h.status, h.token, h.payment_chain, h.other_asset,
@@ -48,12 +55,13 @@ WHERE h.amount - coalesce(v.amount, 0) > 0
 ORDER BY h.address, h.payment_id, h.token NULLS FIRST;
 
 -- name: swept_out
--- Confirmed sweeps and recoveries mined up to block $2, per deposit address and asset.
+-- Confirmed sweeps, recoveries and refunds mined up to block $2, per deposit address and asset
+-- (a refund from the payout wallet is no deposit's).
 -- A batch's part: what its receipt showed each swept deposit move.
 SELECT address, token, sum(amount) AS amount FROM (
     SELECT from_address AS address, lower(token_address) AS token, amount
     FROM sweeps
-    WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND status = 'confirmed'
+    WHERE chain = $1 AND kind IN ('native', 'token', 'recover', 'refund') AND status = 'confirmed'
       AND block_number <= $2
     UNION ALL
     SELECT e.address, lower(e.token_address), e.moved
@@ -66,7 +74,7 @@ GROUP BY address, token;
 -- Gas paid by deposit addresses up to block $2: confirmed and reverted sweeps alike.
 SELECT from_address AS address, sum(fee) AS amount
 FROM sweeps
-WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND block_number <= $2
+WHERE chain = $1 AND kind IN ('native', 'token', 'recover', 'refund') AND block_number <= $2
   AND fee IS NOT NULL
 GROUP BY from_address;
 

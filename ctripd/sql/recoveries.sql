@@ -1,7 +1,8 @@
 -- name: held_of_payments
 -- The held funds of payments $1 on their own chain, together, per asset (token NULL: native):
 -- their confirmed live transfers in another asset than their own, or all of them once expired or
--- canceled, less what recoveries in the states $3 took or are taking (but recovery $2).
+-- canceled, less what recoveries in the states $3 took or are taking (but recovery $2) and
+-- what refunds took or are taking.
 WITH received AS (
     SELECT lower(t.token_address) AS token, sum(t.amount) AS amount
     FROM transfers t
@@ -13,10 +14,20 @@ WITH received AS (
            OR p.status IN ('expired', 'canceled'))
     GROUP BY lower(t.token_address)
 ), taken AS (
-    SELECT lower(token_address) AS token, sum(amount) AS amount
-    FROM recoveries
-    WHERE payment_id = ANY($1::text[]) AND status = ANY($3::text[])
-      AND id <> coalesce($2, -1)
+    SELECT lower(token_address) AS token, sum(amount) AS amount FROM (
+        SELECT token_address, amount
+        FROM recoveries
+        WHERE payment_id = ANY($1::text[]) AND status = ANY($3::text[])
+          AND id <> coalesce($2, -1)
+        UNION ALL
+        -- Refunds count as the recoveries they resemble: open ones as approved, confirmed
+        -- ones as done.
+        SELECT token_address, amount
+        FROM refunds
+        WHERE payment_id = ANY($1::text[])
+          AND (CASE WHEN status = 'confirmed' THEN 'done'
+                    WHEN status IN ('requested', 'signed') THEN 'approved' END) = ANY($3::text[])
+    ) t
     GROUP BY lower(token_address)
 )
 SELECT r.token, r.amount - coalesce(k.amount, 0) AS amount
