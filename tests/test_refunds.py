@@ -309,3 +309,56 @@ async def test_an_approval_written_to_the_database_moves_nothing(
         assert await rig.sweeps() == []
         reason = await rig.pool.fetchval("SELECT reason FROM payouts")
         assert "no valid approval" in reason
+
+
+async def test_reconcile_totals_and_the_payout_wallet(rig: Rig, make_client) -> None:  # type: ignore[no-untyped-def]
+    rig.anvil.rpc("anvil_setBalance", [PAYOUT, hex(10 * ETH)])
+    payment_id = await rig.pay_native(1107, ETH)
+    rig.mine()
+    await scanned(rig)
+    await rig.settle(rig.sweeper())
+    client = await client_of(rig, make_client)
+    path = f"/v1/payments/{payment_id}/refunds"
+    assert (await post(client, path, {"to": OUTSIDER, "amount": "0.25"})).status == 201
+    await run_until_done(rig)
+    report = await reconcile(rig.pool, rig.rpc, rig.chain, PAYOUT)
+    (total,) = report.totals
+    assert (total.asset, total.received, total.refunded) == ("ETH", ETH, 0)
+    assert 0 < ETH - total.swept < ETH // 1000  # the sweep's fee stayed behind
+    (native,) = [f for f in report.payout_wallet if f.asset == "ETH"]
+    assert (native.refunds, native.payouts) == (ETH // 4, 0)
+    assert native.balance + native.refunds + native.fees == 10 * ETH
+    assert "PAYOUT WALLET" in native.line() and "TOTAL ETH" in total.line()
+
+
+async def test_watch_only_gateway_refuses_refunds_and_payouts(rig: Rig, make_client) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    payment_id = await rig.pay_native(1108, ETH)
+    config = replace(
+        rig.config, wallet=replace(rig.config.wallet, mnemonic_file="", xpub=WALLET.xpub())
+    )
+    client = await make_client(config)
+    async with rig.pool.acquire() as conn:
+        key, _ = await create_key(conn, "watch", "default")
+    client.headers = {"Authorization": f"Bearer {key}"}
+    refund = await post(client, f"/v1/payments/{payment_id}/refunds", {"to": OUTSIDER})
+    payout = await post(
+        client, "/v1/payouts", {"chain": "anvil", "asset": "ETH", "to": OUTSIDER, "amount": "1"}
+    )
+    assert (refund.status, payout.status) == (409, 409)
+    assert "watch-only" in (await refund.json())["detail"]
+
+
+async def test_the_devnet_funds_the_payout_wallet(anvil) -> None:  # type: ignore[no-untyped-def]
+    from test_sweeper import FUNDER
+
+    from ctripd.dev import tokens as devtokens
+    from ctripd.dev.run import DEV_PAYOUT_TOKENS, fund_payout_wallet
+
+    deployed = devtokens.deploy_test_tokens(anvil.url, FUNDER)
+    fund_payout_wallet(anvil, WALLET, deployed, FUNDER)
+    assert int(anvil.rpc("eth_getBalance", [PAYOUT, "latest"]), 16) > 0
+    for address, decimals in deployed.values():
+        balance = devtokens.token_balance(anvil.url, address, PAYOUT)
+        assert balance == DEV_PAYOUT_TOKENS * 10**decimals

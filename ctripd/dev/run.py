@@ -21,10 +21,10 @@ from mnemonic import Mnemonic
 
 from ctripd import db, embedded
 from ctripd.chain.wallet import Wallet
-from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
+from ctripd.config import PUBLIC_CHAIN_IDS, Config, PayoutsConfig, load_config
 from ctripd.dev.devnet import AnvilProcess, start_anvil
 from ctripd.dev.pay import dev_pay
-from ctripd.dev.tokens import deploy_test_tokens
+from ctripd.dev.tokens import deploy_test_tokens, mint
 from ctripd.errors import CtripdError
 from ctripd.http.app import serve
 from ctripd.http.auth import create_key
@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 DEV_DATABASE = "ctripd_dev"
 # What the devnet's gas wallet starts with, for the top-ups of token sweeps.
 DEV_GAS_FUNDS = 100 * 10**18
+# What the payout wallet gets of each test token, in whole tokens (and DEV_GAS_FUNDS of coin):
+# refunds after a sweep and payouts work out of the box.
+DEV_PAYOUT_TOKENS = 1_000_000
 
 
 class DevError(CtripdError):
@@ -125,9 +128,10 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
     anvil = start_anvil(mnemonic=mnemonic_file.read_text().strip(), chain_id=chain_id, block_time=2)
     try:
         accounts: list[str] = anvil.rpc("eth_accounts")
-        gas_wallet = Wallet.from_mnemonic(mnemonic_file.read_text()).gas_address(0)
-        anvil.rpc("anvil_setBalance", [gas_wallet, hex(DEV_GAS_FUNDS)])
+        wallet = Wallet.from_mnemonic(mnemonic_file.read_text())
+        anvil.rpc("anvil_setBalance", [wallet.gas_address(0), hex(DEV_GAS_FUNDS)])
         tokens = deploy_test_tokens(anvil.url, to_checksum_address(accounts[0]))
+        fund_payout_wallet(anvil, wallet, tokens, to_checksum_address(accounts[0]))
         dsn = asyncio.run(_fresh_database(server.dsn))
         config_path = write_dev_config(
             state_dir, dsn, anvil, chain_id, port, tokens, to_checksum_address(accounts[1])
@@ -139,6 +143,16 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
         return serve(config, dsn, server)
     finally:
         anvil.stop()
+
+
+def fund_payout_wallet(
+    anvil: AnvilProcess, wallet: Wallet, tokens: dict[str, tuple[str, int]], minter: str
+) -> None:
+    """The payout wallet (`[payouts] wallet_index`, default 1) gets coin and every test token."""
+    payout = wallet.gas_address(PayoutsConfig().wallet_index)
+    anvil.rpc("anvil_setBalance", [payout, hex(DEV_GAS_FUNDS)])
+    for address, decimals in tokens.values():
+        mint(anvil.url, address, payout, DEV_PAYOUT_TOKENS * 10**decimals, minter)
 
 
 async def _create_api_key(dsn: str) -> str:

@@ -99,6 +99,8 @@ def public_status(row: asyncpg.Record, now: datetime) -> dict[str, Any]:
         # Seconds left by the server's clock, so a phone with a wrong clock counts down right.
         "expires_in": max(0, int((row["expires_at"] - now).total_seconds())),
         "paid_late": row["paid_late"],
+        # partially_refunded / refunded, once the merchant refunded a confirmed payment.
+        "refund_status": row["refund_status"],
     }
 
 
@@ -137,6 +139,7 @@ def render_page(row: asyncpg.Record, now: datetime, nonce: str) -> str:
         "status": esc(status["status"]),
         "partial": "true" if status["amount_received"] != "0" else "false",
         "paid_late": "true" if status["paid_late"] else "false",
+        "refund": esc(status["refund_status"] or "none"),
         "amount": esc(status["amount"]),
         "asset": esc(row["asset"]),
         "chain": esc(row["chain"]),

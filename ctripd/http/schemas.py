@@ -997,6 +997,11 @@ _CHECKOUT_SCHEMAS: Doc = {
             "expires_at": {"type": "string", "format": "date-time"},
             "expires_in": {"type": "integer", "description": "Seconds left (server clock)."},
             "paid_late": {"type": "boolean"},
+            "refund_status": {
+                "type": "string",
+                "enum": ["partially_refunded", "refunded"],
+                "nullable": True,
+            },
         },
     }
 }

@@ -94,3 +94,62 @@ WHERE s.chain = $1 AND s.status IN ('signed', 'broadcast');
 
 -- name: scanned_block
 SELECT scanned_block FROM chains WHERE name = $1;
+
+-- name: asset_totals
+-- Per asset (token NULL: native), up to block $2: what deposits received (live transfers), what
+-- left them by sweeps to a treasury, by refunds and by recoveries (confirmed), and the fees
+-- they paid. What is still at them follows: received + top-ups − all of those.
+WITH received AS (
+    SELECT lower(t.token_address) AS token, sum(t.amount) AS amount
+    FROM transfers t
+    WHERE t.chain = $1 AND t.status = 'live' AND t.block_number <= $2
+      AND lower(t.tx_hash) NOT IN (
+          SELECT lower(v.tx_hash) FROM sweep_txs v JOIN sweeps s ON s.id = v.sweep_id
+          WHERE s.chain = $1 AND s.kind = 'gas_topup')
+    GROUP BY lower(t.token_address)
+), moved AS (
+    SELECT lower(token_address) AS token,
+           CASE WHEN kind = 'recover' THEN 'recover' ELSE 'sweep' END AS kind, amount
+    FROM sweeps
+    WHERE chain = $1 AND kind IN ('native', 'token', 'recover') AND status = 'confirmed'
+      AND block_number <= $2
+    UNION ALL
+    SELECT lower(e.token_address), 'sweep', e.moved
+    FROM sweep_entries e JOIN sweeps s ON s.id = e.sweep_id
+    WHERE s.chain = $1 AND s.status = 'confirmed' AND s.block_number <= $2 AND e.status = 'swept'
+    UNION ALL
+    SELECT lower(s.token_address), 'refund', s.amount
+    FROM refunds r JOIN sweeps s ON s.id = r.sweep_id
+    WHERE r.chain = $1 AND r.status = 'confirmed' AND r.source = 'deposit'
+      AND s.block_number <= $2
+), tokens AS (
+    SELECT token FROM received UNION SELECT token FROM moved
+)
+SELECT k.token,
+       coalesce((SELECT amount FROM received r WHERE r.token IS NOT DISTINCT FROM k.token), 0)
+           AS received,
+       coalesce((SELECT sum(amount) FROM moved m
+                 WHERE m.token IS NOT DISTINCT FROM k.token AND m.kind = 'sweep'),
+                0) AS swept,
+       coalesce((SELECT sum(amount) FROM moved m
+                 WHERE m.token IS NOT DISTINCT FROM k.token AND m.kind = 'refund'), 0)
+           AS refunded,
+       coalesce((SELECT sum(amount) FROM moved m
+                 WHERE m.token IS NOT DISTINCT FROM k.token AND m.kind = 'recover'), 0)
+           AS recovered
+FROM tokens k
+ORDER BY k.token NULLS FIRST;
+
+-- name: wallet_out
+-- What address $3 sent on chain $1 up to block $2 in confirmed payouts and refunds, per asset,
+-- and the fees all its transactions paid (native).
+SELECT lower(token_address) AS token,
+       coalesce(sum(amount) FILTER (WHERE kind = 'payout' AND status = 'confirmed'), 0)
+           AS payouts,
+       coalesce(sum(amount) FILTER (WHERE kind = 'refund' AND status = 'confirmed'), 0)
+           AS refunds,
+       coalesce(sum(fee), 0) AS fees
+FROM sweeps
+WHERE chain = $1 AND from_address = $3 AND block_number <= $2
+GROUP BY lower(token_address)
+ORDER BY lower(token_address) NULLS FIRST;

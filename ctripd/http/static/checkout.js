@@ -33,6 +33,7 @@
     main.dataset.status = s.status;
     main.dataset.partial = String(s.amount_received !== "0");
     main.dataset.paidLate = String(s.paid_late);
+    main.dataset.refund = s.refund_status || "none";
     setText("amount_received", s.amount_received);
     setText("amount_remaining", s.amount_remaining);
     setText("confirmations_done", String(s.confirmations.done));
