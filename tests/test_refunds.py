@@ -8,10 +8,12 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 from test_recover import scanned
 from test_sweeper import ETH, OUTSIDER, TREASURY, WALLET, Rig, make_rig
 
 from ctripd.http.auth import create_key
+from ctripd.jobs.sweeper import InjectedCrash, Step
 from ctripd.ledger.reconcile import reconcile
 
 PAYOUT = WALLET.gas_address(1)  # the payout wallet, m/44'/60'/1'/0/1
@@ -362,3 +364,39 @@ async def test_the_devnet_funds_the_payout_wallet(anvil) -> None:  # type: ignor
     for address, decimals in deployed.values():
         balance = devtokens.token_balance(anvil.url, address, PAYOUT)
         assert balance == DEV_PAYOUT_TOKENS * 10**decimals
+
+
+@pytest.mark.parametrize("step", list(Step))
+async def test_a_crash_at_each_step_sends_a_refund_and_a_payout_once(
+    rig: Rig, make_client, step: Step
+) -> None:  # type: ignore[no-untyped-def]
+    rig.anvil.rpc("anvil_setBalance", [PAYOUT, hex(10 * ETH)])
+    payment_id = await rig.pay_native(1109, 2 * ETH)
+    await rig.pool.execute("UPDATE payments SET amount = $2 WHERE id = $1", payment_id, ETH)
+    rig.mine()
+    await scanned(rig)
+    client = await client_of(rig, make_client)
+    payer, payee = random_address(), random_address()
+    path = f"/v1/payments/{payment_id}/refunds"
+    assert (await post(client, path, {"to": payer})).status == 201
+    payout = {"chain": "anvil", "asset": "ETH", "to": payee, "amount": "0.3"}
+    assert (await post(client, "/v1/payouts", payout)).status == 201
+    for _ in range(2):  # the refund's crash, then the payout's
+        with pytest.raises(InjectedCrash):
+            await rig.sweeper(crash_at=step).run_once()
+    await run_until_done(rig)
+    assert rig.balance(payer) == ETH
+    assert rig.balance(payee) == 3 * ETH // 10
+    kinds = sorted(s["kind"] for s in await rig.sweeps() if s["kind"] in ("refund", "payout"))
+    assert kinds == ["payout", "refund"]
+    assert await rig.pool.fetchval("SELECT count(*) FROM payouts WHERE status = 'confirmed'") == 1
+    assert await events(rig.pool, payment_id) == ["refund.created", "refund.confirmed"]
+    await scanned(rig)
+    report = await reconcile(rig.pool, rig.rpc, rig.chain)
+    assert report.mismatches == [] and report.in_flight == []
+
+
+def random_address() -> str:
+    from eth_account import Account
+
+    return str(Account.create().address)
