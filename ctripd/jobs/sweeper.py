@@ -1340,6 +1340,7 @@ class Sweeper:
             else self.wallet.private_key(intent.index)
         )
         if intent.kind in outgoing.KINDS and intent.sender == self.payout.address:
+            # The payout wallet (refunds after a sweep, payouts) is on the gas wallet's account.
             key = self.wallet.gas_private_key(intent.index)
         signed: SignedTransaction = Account.sign_transaction(
             self._transaction(intent, nonce, gas, fee), key

@@ -128,6 +128,9 @@ async def create(
     """Record the refund with its `refund.created` event; returns it and whether it is new (an
     Idempotency-Key used before for the same request gives the earlier one)."""
     async with pool.acquire() as conn, conn.transaction():
+        # The payment's lock first: a repeat with the same key waits for the first to commit.
+        payment = await conn.fetchrow(Q["lock_payment"], req.payment_id)
+        assert payment is not None
         if req.idempotency_key is not None:
             earlier = await conn.fetchrow(
                 Q["by_idempotency_key"], req.merchant, req.idempotency_key
@@ -143,8 +146,6 @@ async def create(
                 found = await get(conn, earlier["public_id"], req.merchant)
                 assert found is not None
                 return found, False
-        payment = await conn.fetchrow(Q["lock_payment"], req.payment_id)
-        assert payment is not None
         token = req.token.lower() if req.token else None
         asset = (await figures(conn, payment["id"])).get(token, Figures(0, 0, 0))
         if req.amount is None:
@@ -171,21 +172,26 @@ async def create(
         binding = wallet.approve(
             request_text(public_id, req.merchant, payment["id"], req.token, req.to, amount)
         )
-        refund_id = await conn.fetchval(
-            Q["insert_refund"],
-            public_id,
-            payment["id"],
-            req.merchant,
-            payment["chain"],
-            req.asset,
-            req.decimals,
-            req.token,
-            req.to,
-            amount,
-            binding,
-            req.idempotency_key,
-            req.request_hash,
-        )
+        try:
+            refund_id = await conn.fetchval(
+                Q["insert_refund"],
+                public_id,
+                payment["id"],
+                req.merchant,
+                payment["chain"],
+                req.asset,
+                req.decimals,
+                req.token,
+                req.to,
+                amount,
+                binding,
+                req.idempotency_key,
+                req.request_hash,
+            )
+        except asyncpg.UniqueViolationError:  # the same key on another payment, at this moment
+            raise RefundRefused(
+                409, "a request with this Idempotency-Key is in progress; retry", "Idempotency-Key"
+            ) from None
         refund = await _one(conn, refund_id)
         await record_event(
             cast(asyncpg.Connection, conn),
