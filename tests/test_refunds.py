@@ -5,6 +5,7 @@ once swept; never more than received, once per Idempotency-Key, and never racing
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -296,6 +297,36 @@ async def test_a_payout_waits_for_approval_then_for_funds(
         ]
         listed = await get(client, "/v1/payouts?status=confirmed")
         assert [p["id"] for p in listed["data"]] == [payout["id"]]
+
+        # The operator's view, and a rejection.
+        other = await (await post(client, "/v1/payouts", {**body, "amount": "1"})).json()
+
+        async def cli_json(*args: str) -> Any:
+            capsys.readouterr()
+            argv = ["--config", rig.config.path, *args, "--json"]
+            assert await asyncio.to_thread(cli.main, argv) == 0
+            return json.loads(capsys.readouterr().out)
+
+        assert (await cli_json("payouts", "reject", other["id"]))["status"] == "rejected"
+        listing = await cli_json("payouts", "list")
+        assert [(p["id"], p["status"]) for p in listing] == [
+            (other["id"], "rejected"),
+            (payout["id"], "confirmed"),
+        ]
+        assert (await cli_json("payouts", "show", payout["id"]))["tx_hash"] == done["tx_hash"]
+        wallet = await cli_json("payouts", "wallet")
+        assert wallet["address"] == PAYOUT
+        assert {
+            "chain": "anvil",
+            "asset": "TD6",
+            "balance": "1",
+            "balance_base_units": "1000000",
+        } in wallet["balances"]
+        assert await cli_json("refunds", "list") == []
+        page = await get(client, "/v1/payouts?limit=1")
+        assert page["has_more"] and [p["id"] for p in page["data"]] == [other["id"]]
+        rest = await get(client, f"/v1/payouts?limit=1&cursor={page['next_cursor']}")
+        assert [p["id"] for p in rest["data"]] == [payout["id"]] and not rest["has_more"]
 
 
 async def test_an_approval_written_to_the_database_moves_nothing(
