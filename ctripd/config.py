@@ -190,6 +190,27 @@ class WebhooksConfig:
     allow_private_targets: bool = False
 
 
+_DAILY_LIMIT = re.compile(r"([A-Za-z0-9._-]{1,32})=((0|[1-9][0-9]*)(\.[0-9]+)?)")
+
+
+@dataclass(frozen=True)
+class PayoutsConfig:
+    # The payout wallet: m/44'/60'/1'/0/<wallet_index>, beside the gas wallet on its account.
+    wallet_index: int = field(default=1, metadata=_bounded(0, INT_MAX))
+    # Payouts wait in `pending_approval` until `ctripd payouts approve ID`.
+    require_approval: bool = False
+    # "SYMBOL=amount": what one merchant may pay out of an asset per chain in 24 hours.
+    daily_limits: list[str] = field(default_factory=list)
+
+    def daily_limit(self, symbol: str) -> str | None:
+        """The 24-hour limit of `symbol` in asset units (a decimal string), None: none."""
+        for item in self.daily_limits:
+            name, _, amount = item.partition("=")
+            if name == symbol:
+                return amount
+        return None
+
+
 # Rate sources a pair may name: an exchange's public ticker, or a price-feed aggregator on a chain.
 RATE_SOURCE_KINDS = ("coinbase", "kraken", "feed")
 _PAIR_KEY = re.compile(r"([A-Za-z0-9._-]{1,32})/([A-Z]{3})")
@@ -337,6 +358,7 @@ class Config:
     log: LogConfig
     chains: tuple[ChainConfig, ...]
     rates: RatesConfig = field(default_factory=RatesConfig)
+    payouts: PayoutsConfig = field(default_factory=PayoutsConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -373,6 +395,7 @@ _SECTIONS: dict[str, type] = {
     "webhooks": WebhooksConfig,
     "log": LogConfig,
     "rates": RatesConfig,
+    "payouts": PayoutsConfig,
 }
 # Keys read from nested tables of the file, which no environment variable sets.
 _NESTED_KEYS = frozenset({"rates.pairs"})
@@ -714,6 +737,12 @@ def _validate(built: dict[str, Any], file: str, sources: Mapping[str, str]) -> N
         raise error("webhooks.secret_file", "required when webhooks.url is set")
     if not webhooks.retry_schedule:
         raise error("webhooks.retry_schedule", "must list at least one delay in seconds")
+    payouts: PayoutsConfig = built["payouts"]
+    if wallet.gas_wallet == "hardened" and payouts.wallet_index == wallet.gas_wallet_index:
+        raise error("payouts.wallet_index", "must differ from wallet.gas_wallet_index")
+    for i, item in enumerate(payouts.daily_limits):
+        if not _DAILY_LIMIT.fullmatch(item):
+            raise error(f"payouts.daily_limits[{i}]", f'expected "SYMBOL=amount", got {item!r}')
     rates: RatesConfig = built["rates"]
     for url_key in ("coinbase_url", "kraken_url"):
         if not getattr(rates, url_key).startswith(("http://", "https://")):

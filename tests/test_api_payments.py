@@ -109,6 +109,7 @@ async def test_create_native_payment(write_config, make_client, pool, tmp_path) 
         "detected_at": None,
         "confirmed_at": None,
         "sweep": {"status": "none", "tx_hash": None},
+        "refund_status": None,
         "price": None,
         "options": [],
     }

@@ -28,6 +28,7 @@ STATUS_FIELDS = {
     "expires_at",
     "expires_in",
     "paid_late",
+    "refund_status",
 }
 PRIVATE_ORDER_ID = "order-7f3a-private"
 PRIVATE_METADATA = "customer-jane@example.org"
@@ -147,6 +148,7 @@ async def test_status_exposes_only_the_payer_fields(shop: Shop) -> None:
         "confirmations": {"done": 0, "required": 2},
         "expires_at": payment["expires_at"],
         "paid_late": False,
+        "refund_status": None,
     }
     assert 595 <= status["expires_in"] <= 600
 
@@ -205,6 +207,17 @@ async def test_canceled_and_expired_payments(shop: Shop, pool) -> None:  # type:
     assert (status["status"], status["expires_in"]) == ("expired", 0)
     page = await shop.page(late["id"])
     assert data_status(page) == "expired" and '<time id="countdown"' in page
+
+
+async def test_a_refunded_payment_says_so(shop: Shop, pool) -> None:  # type: ignore[no-untyped-def]
+    payment = await shop.create()
+    await pool.execute(
+        "UPDATE payments SET status = 'confirmed', refund_status = 'refunded' WHERE id = $1",
+        payment["id"],
+    )
+    assert (await shop.status(payment["id"]))["refund_status"] == "refunded"
+    page = await shop.page(payment["id"])
+    assert 'data-refund="refunded"' in page and "The merchant refunded this payment." in page
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,8 @@ async def test_signing_policy_rules(token_rig: Rig) -> None:
         "ceiling": Intent("gas_topup", 0, GAS, deposit, None, ETH),
         "is not the treasury": Intent("native", 0, FUNDER, OUTSIDER, None, ETH),
         "only native coin": Intent("token", 0, FUNDER, TREASURY, token, 1),
-        "unknown kind": Intent("payout", 0, FUNDER, OUTSIDER, None, 1),
+        "unknown kind": Intent("mint", 0, FUNDER, OUTSIDER, None, 1),
+        "no payout wallet": Intent("payout", 0, FUNDER, OUTSIDER, None, 1),
         "not positive": Intent("native", 1011, native_deposit, TREASURY, None, 0),
     }
     for words, intent in refused.items():

@@ -13,6 +13,7 @@ from ctripd.cli import (
     events,
     keys,
     merchants,
+    outgoing,
     payments,
     reconcile,
     recover,
@@ -33,7 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="path of ctripd.toml (default: $CTRIPD_CONFIG or ./ctripd.toml)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (daemon, dev, events, keys, merchants, wallet, reconcile, recover, payments):
+    for module in (
+        daemon,
+        dev,
+        events,
+        keys,
+        merchants,
+        wallet,
+        reconcile,
+        recover,
+        payments,
+        outgoing,
+    ):
         module.add_commands(sub)
     return parser
 

@@ -10,8 +10,10 @@ import aiohttp
 import asyncpg
 
 from ctripd.chain.rpc import RpcClient
+from ctripd.chain.wallet import from_config
 from ctripd.cli.common import configured_chain, run_on_database
 from ctripd.config import Config
+from ctripd.jobs.outgoing_policy import PayoutWallet
 from ctripd.ledger.reconcile import Report, reconcile
 
 
@@ -26,7 +28,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 timeout=chain.rpc_timeout,
                 expected_chain_id=chain.chain_id,
             )
-            return await reconcile(pool, rpc, chain)
+            wallet = from_config(config)
+            payout = (
+                None
+                if wallet.watch_only
+                else PayoutWallet.of(wallet, config.payouts.wallet_index).address
+            )
+            return await reconcile(pool, rpc, chain, payout)
 
     report = run_on_database(args, work)
     if args.json:
@@ -45,6 +53,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(held.line())
     for recovery in report.recoveries:
         print(recovery.line())
+    for total in report.totals:
+        print(total.line())
+    for flow in report.payout_wallet:
+        print(flow.line())
     return 1 if report.mismatches else 0
 
 

@@ -24,10 +24,10 @@ from mnemonic import Mnemonic
 
 from ctripd import db, embedded
 from ctripd.chain.wallet import Wallet
-from ctripd.config import PUBLIC_CHAIN_IDS, Config, load_config
+from ctripd.config import PUBLIC_CHAIN_IDS, Config, PayoutsConfig, load_config
 from ctripd.dev.devnet import AnvilProcess, start_anvil
 from ctripd.dev.pay import dev_pay
-from ctripd.dev.tokens import deploy_price_feed, deploy_test_tokens, set_feed_answer
+from ctripd.dev.tokens import deploy_price_feed, deploy_test_tokens, mint, set_feed_answer
 from ctripd.errors import CtripdError
 from ctripd.http.app import serve
 from ctripd.http.auth import create_key
@@ -42,6 +42,9 @@ DEV_ETH_USD = 2000
 FEED_DECIMALS = 8
 # Its one answer is given at start: it must stay fresh for the whole session.
 DEV_RATES_MAX_AGE = 365 * 86400
+# What the payout wallet gets of each test token, in whole tokens (and DEV_GAS_FUNDS of coin):
+# refunds after a sweep and payouts work out of the box.
+DEV_PAYOUT_TOKENS = 1_000_000
 
 
 class DevError(CtripdError):
@@ -143,10 +146,11 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
     anvil = start_anvil(mnemonic=mnemonic_file.read_text().strip(), chain_id=chain_id, block_time=2)
     try:
         accounts: list[str] = anvil.rpc("eth_accounts")
-        gas_wallet = Wallet.from_mnemonic(mnemonic_file.read_text()).gas_address(0)
-        anvil.rpc("anvil_setBalance", [gas_wallet, hex(DEV_GAS_FUNDS)])
+        wallet = Wallet.from_mnemonic(mnemonic_file.read_text())
+        anvil.rpc("anvil_setBalance", [wallet.gas_address(0), hex(DEV_GAS_FUNDS)])
         owner = to_checksum_address(accounts[0])
         tokens = deploy_test_tokens(anvil.url, owner)
+        fund_payout_wallet(anvil, wallet, tokens, owner)
         feed = deploy_price_feed(anvil.url, owner, FEED_DECIMALS, "ETH / USD")
         set_feed_answer(anvil.url, feed, owner, DEV_ETH_USD * 10**FEED_DECIMALS)
         dsn = asyncio.run(_fresh_database(server.dsn))
@@ -160,6 +164,16 @@ def run_dev(state_dir: Path, chain_id: int, port: int) -> int:
         return serve(config, dsn, server)
     finally:
         anvil.stop()
+
+
+def fund_payout_wallet(
+    anvil: AnvilProcess, wallet: Wallet, tokens: dict[str, tuple[str, int]], minter: str
+) -> None:
+    """The payout wallet (`[payouts] wallet_index`, default 1) gets coin and every test token."""
+    payout = wallet.gas_address(PayoutsConfig().wallet_index)
+    anvil.rpc("anvil_setBalance", [payout, hex(DEV_GAS_FUNDS)])
+    for address, decimals in tokens.values():
+        mint(anvil.url, address, payout, DEV_PAYOUT_TOKENS * 10**decimals, minter)
 
 
 async def _create_api_key(dsn: str) -> str:

@@ -30,6 +30,8 @@ from ctripd.http import (
     health,
     metrics,
     openapi,
+    outgoing,
+    outgoing_docs,
     payments,
     schemas,
 )
@@ -106,13 +108,24 @@ def create_app(config: Config, options: AppOptions) -> web.Application:
     # problem+json outermost, then auth: every /v1/ path needs a key, whoever added its route.
     app.middlewares.append(problem_middleware)
     app.middlewares.append(auth_middleware)
-    for module in (health, events, endpoints, chains, payments, checkout, metrics, openapi):
+    for module in (
+        health,
+        events,
+        endpoints,
+        chains,
+        payments,
+        outgoing,
+        checkout,
+        metrics,
+        openapi,
+    ):
         module.setup_routes(app)
     for paths, components in (
         schemas.event_docs(),
         schemas.endpoint_docs(),
         schemas.chain_docs(),
         schemas.payment_docs(config),
+        outgoing_docs.outgoing_docs(config),
         schemas.checkout_docs(),
         schemas.metrics_docs(config.server.metrics_public),
     ):

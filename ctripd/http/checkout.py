@@ -112,6 +112,8 @@ def public_status(
         # Seconds left by the server's clock, so a phone with a wrong clock counts down right.
         "expires_in": max(0, int((row["expires_at"] - now).total_seconds())),
         "paid_late": row["paid_late"],
+        # partially_refunded / refunded, once the merchant refunded a confirmed payment.
+        "refund_status": row["refund_status"],
     }
     if row["price_amount"] is not None:
         status |= _fiat_status(row, options)
@@ -283,6 +285,7 @@ def render_page(
         "status": esc(status["status"]),
         "partial": "true" if received > 0 else "false",
         "paid_late": "true" if status["paid_late"] else "false",
+        "refund": esc(status["refund_status"] or "none"),
         "amount": esc(status["amount"]),
         "asset": esc(status["asset"]),
         "where": where,

@@ -301,6 +301,7 @@ def _payment_schemas(config: Config) -> Doc:
                 "detected_at",
                 "confirmed_at",
                 "sweep",
+                "refund_status",
                 "price",
                 "options",
             ],
@@ -359,6 +360,15 @@ def _payment_schemas(config: Config) -> Doc:
                         },
                         "tx_hash": {"type": "string", "nullable": True},
                     },
+                },
+                "refund_status": {
+                    "type": "string",
+                    "enum": ["partially_refunded", "refunded"],
+                    "nullable": True,
+                    "description": "Once refunds (`POST /v1/payments/{id}/refunds`) of a "
+                    "confirmed payment's own asset gave back more than its overpaid part: "
+                    "`partially_refunded`, or `refunded` when all it received went back; null "
+                    "otherwise. `status` stays `confirmed`.",
                 },
                 "price": {
                     "allOf": [openapi.ref("Price")],
@@ -1014,6 +1024,11 @@ _CHECKOUT_SCHEMAS: Doc = {
                         "payment_uri": {"type": "string"},
                     },
                 },
+            },
+            "refund_status": {
+                "type": "string",
+                "enum": ["partially_refunded", "refunded"],
+                "nullable": True,
             },
         },
     }

@@ -18,6 +18,8 @@ alone must not move funds: a row that asks for anything else is refused.
   address to the address the request names, at most the amount it names, only while the
   request's approval verifies under the wallet's approval key (which only the mnemonic gives)
   and the payment still holds that much in that asset.
+- A refund or payout carries out exactly what an authenticated request recorded (and the
+  operator approved, where approvals are on): `jobs.outgoing_policy`.
 - With the gas wallet on its own account, what is left in the former one (the deposit chain's
   index `gas_wallet_index`) may go, as a native sweep, only to the treasury.
 - EIP-7702 (SPEC §16): a `deploy` goes only from the gas wallet and creates the sweep delegate
@@ -40,12 +42,13 @@ from ctripd.chain.wallet import Wallet
 from ctripd.config import ChainConfig
 from ctripd.db import Conn, queries
 from ctripd.errors import CtripdError
+from ctripd.jobs import outgoing_policy
 from ctripd.ledger import recoveries
 from ctripd.ledger.merchants import binding_text, treasury_text
 
 Q = queries("policy")
 
-KINDS = ("native", "token", "gas_topup", "recover", "deploy", "batch")
+KINDS = ("native", "token", "gas_topup", "recover", "deploy", "batch", *outgoing_policy.KINDS)
 # Kinds whose transaction sends no value (a contract creation, a call).
 NO_VALUE = ("deploy", "batch")
 # More gas than any ERC-20 transfer of a configured token needs; bounds a top-up's value.
@@ -124,10 +127,18 @@ def treasury_of(wallet: Wallet, chain: ChainConfig, payment: asyncpg.Record) -> 
 
 
 class SigningPolicy:
-    def __init__(self, chain: ChainConfig, wallet: Wallet, gas: GasWallet) -> None:
+    def __init__(
+        self,
+        chain: ChainConfig,
+        wallet: Wallet,
+        gas: GasWallet,
+        outgoing: outgoing_policy.Rules | None = None,
+    ) -> None:
         self.chain = chain
         self.wallet = wallet
         self.gas = gas
+        # Refunds and payouts (`jobs.outgoing_policy`); None: refused.
+        self.outgoing = outgoing
         # Delegates whose code this process read on chain and found right: address → treasury.
         # Kept in memory, never in the database: a row pointing elsewhere is not trusted.
         self._delegates: dict[str, str] = {}
@@ -160,6 +171,8 @@ class SigningPolicy:
             await self._check_top_up(conn, intent)
         elif intent.kind == "recover":
             await self._check_recovery(conn, intent)
+        elif intent.kind in outgoing_policy.KINDS:
+            await self._check_outgoing(conn, intent)
         else:
             await self._check_sweep(conn, intent)
 
@@ -281,3 +294,22 @@ class SigningPolicy:
         held = await recoveries.held(conn, row["payment_id"], excluding=row["id"])
         if int(row["amount"]) > held.get(token.lower() if token else None, 0):
             raise PolicyRefusal(f"payment {row['payment_id']} no longer holds that much")
+
+    async def _check_outgoing(self, conn: Conn | asyncpg.Pool, intent: Intent) -> None:
+        if self.outgoing is None:
+            raise PolicyRefusal(f"no payout wallet is set up to check a {intent.kind}")
+        reason = await outgoing_policy.refusal(
+            conn,
+            self.chain,
+            self.wallet,
+            self.outgoing,
+            kind=intent.kind,
+            ref=intent.ref,
+            index=intent.index,
+            sender=intent.sender,
+            to=intent.to,
+            token=intent.token,
+            amount=intent.amount,
+        )
+        if reason is not None:
+            raise PolicyRefusal(reason)

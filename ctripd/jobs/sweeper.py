@@ -63,9 +63,9 @@ from ctripd.chain.evm import balance_of_data, transfer_data, transfer_logged
 from ctripd.chain.fees import Fee, FeeCapError, current_fee, replacement_fee
 from ctripd.chain.rpc import RpcClient, RpcError
 from ctripd.chain.wallet import Wallet
-from ctripd.config import ChainConfig, Config
+from ctripd.config import ChainConfig, Config, PayoutsConfig
 from ctripd.db import Conn, queries
-from ctripd.jobs import batches, outside
+from ctripd.jobs import batches, outgoing, outgoing_policy, outside
 from ctripd.jobs.policy import (
     Entry,
     GasWallet,
@@ -188,6 +188,7 @@ def make_sweepers(
             config.wallet.gas_wallet_index,
             gas_hardened=config.wallet.gas_wallet == "hardened",
             operator_url=bool(config.webhooks.url),
+            payouts=config.payouts,
         )
         for c in config.chains
     }
@@ -207,8 +208,10 @@ class Sweeper:
         clock: Callable[[], datetime] = _utcnow,
         crash_at: Step | None = None,
         operator_url: bool,
+        payouts: PayoutsConfig | None = None,
     ) -> None:
-        """`operator_url`: `[webhooks] url` is set (see `record_event`)."""
+        """`operator_url`: `[webhooks] url` is set (see `record_event`); `payouts`: the payout
+        wallet and approval rules of refunds and payouts (`jobs.outgoing`)."""
         self.operator_url = operator_url
         self.chain = chain
         self.dsn = dsn
@@ -216,7 +219,14 @@ class Sweeper:
         self.rpc = rpc
         self.wallet = wallet
         self.gas = GasWallet.of(wallet, gas_wallet_index, gas_hardened)
-        self.policy = SigningPolicy(chain, wallet, self.gas)
+        rules = payouts or PayoutsConfig()
+        self.payout = outgoing_policy.PayoutWallet.of(wallet, rules.wallet_index)
+        self.policy = SigningPolicy(
+            chain,
+            wallet,
+            self.gas,
+            outgoing_policy.Rules(self.payout, rules.require_approval),
+        )
         # Whether the former gas wallet (deposit chain) was looked at for coin left in it.
         self._legacy_gas_done = self.gas.legacy is None
         # The run lock's own connection (never a pooled one), opened on first use.
@@ -254,6 +264,7 @@ class Sweeper:
             new += await self._plan_change(head)
             new += await self._plan_legacy_gas(head)
             new += await self._plan_recoveries()
+            new += await outgoing.plan(self, head)
             if new:
                 rows = await self.pool.fetch(Q["sweeps_by_id"], new)
                 versions = await self._versions(rows)
@@ -432,7 +443,11 @@ class Sweeper:
         gas_used = _uint(receipt["gasUsed"])
         price = _uint(receipt.get("effectiveGasPrice") or hex(int(version["gas_price"] or 0)))
         error = None if ok else f"reverted in block {block}"
-        moves_tokens = row["token_address"] is not None and row["kind"] in ("token", "recover")
+        moves_tokens = row["token_address"] is not None and row["kind"] in (
+            "token",
+            "recover",
+            *outgoing.KINDS,
+        )
         if ok and row["kind"] == "deploy":
             created = str(receipt.get("contractAddress") or "").lower()
             expected = await self.pool.fetchval(Q["deployed_delegate"], row["id"])
@@ -467,6 +482,8 @@ class Sweeper:
                     await conn.execute(Q["forget_delegate"], row["id"])
             elif done["kind"] == "batch":
                 await self._finish_batch(conn, done, receipt if ok else None)
+            elif done["kind"] in outgoing.KINDS:
+                await outgoing.end(conn, done, ok, error, operator_url=self.operator_url)
             elif ok and done["kind"] != "gas_topup":
                 for payment in await conn.fetch(Q["cover_payments"], row["id"]):
                     await record_event(
@@ -535,6 +552,7 @@ class Sweeper:
             await conn.execute(Q["fail_entries"], row["id"])
             await conn.execute(Q["forget_delegate"], row["id"])
             await conn.execute(Q["finish_recovery"], row["id"], "failed", reason)
+            await outgoing.fail(conn, row, reason, operator_url=self.operator_url)
         self._sweep_log(row).error("sweep.failed", kind=row["kind"], reason=reason)
 
     async def _replace(self, row: asyncpg.Record, current: asyncpg.Record, head: int) -> str | None:
@@ -581,6 +599,9 @@ class Sweeper:
         if recovery is not None and row["token_address"] is None:
             # A native recovery pays its fee from the recovered funds, at the new price too.
             amount = int(recovery["amount"]) - gas * fee.per_gas
+        ref = recovery["id"] if recovery is not None else None
+        if row["kind"] in outgoing.KINDS:
+            ref, amount = await outgoing.replacement(self.pool, row, fee)
         entries: tuple[Entry, ...] = ()
         if row["kind"] == "batch":
             # After a restart the delegate's code is read again before anything is re-signed.
@@ -605,7 +626,7 @@ class Sweeper:
             to=row["to_address"],
             token=row["token_address"],
             amount=amount,
-            ref=recovery["id"] if recovery is not None else None,
+            ref=ref,
             entries=entries,
         )
         try:
@@ -1258,6 +1279,7 @@ class Sweeper:
         covered: Sequence[Covered],
         recovery: int | None = None,
         entries: Sequence[tuple[Entry, int]] = (),
+        ref: int | None = None,
     ) -> int:
         """Allocate the sender's next nonce, sign, and commit the sweep before anything is sent.
 
@@ -1267,7 +1289,14 @@ class Sweeper:
         creates are committed with it.
         """
         intent = Intent(
-            kind, index, sender, to, token, amount, recovery, tuple(e for e, _ in entries)
+            kind,
+            index,
+            sender,
+            to,
+            token,
+            amount,
+            recovery if recovery is not None else ref,
+            tuple(e for e, _ in entries),
         )
         # Asked before the lock: a lock never holds a pooled connection across network I/O.
         pending = _uint(await self.rpc.call("eth_getTransactionCount", [sender, "pending"]))
@@ -1315,6 +1344,8 @@ class Sweeper:
                 await conn.execute(Q["link_payment"], sweep_id, payment_id, part, position)
             if recovery is not None:
                 await conn.execute(Q["link_recovery"], recovery, sweep_id)
+            if ref is not None:
+                await outgoing.link(conn, kind, ref, sweep_id, sender != self.payout.address)
         log.info(
             "sweep.signed",
             chain=self.chain.name,
@@ -1345,6 +1376,9 @@ class Sweeper:
             if intent.kind in GAS_WALLET_KINDS and on_gas_account
             else self.wallet.private_key(intent.index)
         )
+        if intent.kind in outgoing.KINDS and intent.sender == self.payout.address:
+            # The payout wallet (refunds after a sweep, payouts) is on the gas wallet's account.
+            key = self.wallet.gas_private_key(intent.index)
         signed: SignedTransaction = Account.sign_transaction(
             self._transaction(intent, nonce, gas, fee), key
         )

@@ -28,6 +28,14 @@ EVENT_TYPES = (
     "payment.canceled",
     "payment.reorged",
     "payment.swept",
+    "refund.created",
+    "refund.confirmed",
+    "refund.failed",
+    "payout.created",
+    "payout.approved",
+    "payout.rejected",
+    "payout.confirmed",
+    "payout.failed",
 )
 # Delivery states of an event.
 STATUSES = ("pending", "delivered", "failed")

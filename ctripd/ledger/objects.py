@@ -269,6 +269,9 @@ def render_payment(
             "status": sweep["status"] if sweep else "none",
             "tx_hash": sweep["tx_hash"] if sweep else None,
         },
+        # partially_refunded / refunded: refunds gave back part or all of a confirmed
+        # payment's own amount (ledger.refunds); None otherwise.
+        "refund_status": payment.get("refund_status"),
         "price": render_price(payment),
         "options": [render_option(payment, o) for o in options],
     }

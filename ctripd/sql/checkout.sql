@@ -5,6 +5,7 @@
 SELECT p.id, p.chain, p.chain_id, p.asset, p.token_address, p.decimals, p.amount, p.address,
        p.status, p.amount_received, p.paid_late, p.confirmations_required, p.expires_at,
        p.price_amount, p.price_currency, p.price_received, p.price_confirmed,
+       p.refund_status,
        c.scanned_block,
        (SELECT max(t.block_number) FROM transfers t
         WHERE t.payment_id = p.id AND t.status = 'live' AND t.chain = p.chain

@@ -17,8 +17,8 @@ WHERE lower(p.address) = lower($2) AND a.chain = $1 AND p.address_index = $3
 LIMIT 1;
 
 -- name: top_up_target
--- A confirmed payment with a token asset on chain $1 at address $2, or an approved recovery of
--- tokens there.
+-- A confirmed payment with a token asset on chain $1 at address $2, or an approved recovery or
+-- a requested refund of tokens there.
 SELECT EXISTS (
     SELECT 1 FROM payments p JOIN payment_assets a ON a.payment_id = p.id
     WHERE lower(p.address) = lower($2) AND a.chain = $1 AND a.token_address IS NOT NULL
@@ -26,7 +26,11 @@ SELECT EXISTS (
     OR EXISTS (
     SELECT 1 FROM recoveries r JOIN payments p ON p.id = r.payment_id
     WHERE lower(p.address) = lower($2) AND r.chain = $1 AND r.token_address IS NOT NULL
-      AND r.status = 'approved');
+      AND r.status = 'approved')
+    OR EXISTS (
+    SELECT 1 FROM refunds f JOIN payments p ON p.id = f.payment_id
+    WHERE lower(p.address) = lower($2) AND f.chain = $1 AND f.token_address IS NOT NULL
+      AND f.status = 'requested');
 
 -- name: recovery
 SELECT r.*, p.address, p.address_index

@@ -2,7 +2,7 @@
 -- The held funds of payments $1 on chain $4 (NULL: their own chain), together, per asset (token
 -- NULL: native): their confirmed live transfers in an asset they do not count there
 -- (`payment_assets`), or all of them once expired or canceled, less what recoveries in the
--- states $3 took or are taking (but recovery $2).
+-- states $3 took or are taking (but recovery $2) and what refunds took or are taking.
 WITH received AS (
     SELECT lower(t.token_address) AS token, sum(t.amount) AS amount
     FROM transfers t
@@ -19,10 +19,20 @@ WITH received AS (
                      = lower(coalesce(t.token_address, ''))))
     GROUP BY lower(t.token_address)
 ), taken AS (
-    SELECT lower(token_address) AS token, sum(amount) AS amount
-    FROM recoveries
-    WHERE payment_id = ANY($1::text[]) AND status = ANY($3::text[])
-      AND id <> coalesce($2, -1)
+    SELECT lower(token_address) AS token, sum(amount) AS amount FROM (
+        SELECT token_address, amount
+        FROM recoveries
+        WHERE payment_id = ANY($1::text[]) AND status = ANY($3::text[])
+          AND id <> coalesce($2, -1)
+        UNION ALL
+        -- Refunds count as the recoveries they resemble: open ones as approved, confirmed
+        -- ones as done.
+        SELECT token_address, amount
+        FROM refunds
+        WHERE payment_id = ANY($1::text[])
+          AND (CASE WHEN status = 'confirmed' THEN 'done'
+                    WHEN status IN ('requested', 'signed') THEN 'approved' END) = ANY($3::text[])
+    ) t
     GROUP BY lower(token_address)
 )
 SELECT r.token, r.amount - coalesce(k.amount, 0) AS amount

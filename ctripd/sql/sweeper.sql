@@ -32,6 +32,11 @@ WHERE a.chain = $1 AND a.status = 'confirmed' AND a.confirmed > a.sweep_covered
   AND NOT EXISTS (
       SELECT 1 FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id
       WHERE sp.payment_id = p.id AND s.status IN ('signed', 'broadcast', 'refused'))
+  -- Funds an open refund takes from this deposit address are its own (see jobs.outgoing).
+  AND NOT EXISTS (
+      SELECT 1 FROM refunds r JOIN payments q ON q.id = r.payment_id
+      WHERE q.chain = p.chain AND q.address = p.address
+        AND (r.status = 'requested' OR (r.status = 'signed' AND r.source = 'deposit')))
   AND COALESCE((
       SELECT max(s.updated_at) + interval '1 minute' * 2 ^ least(count(*) - 1, 9)
       FROM sweep_payments sp JOIN sweeps s ON s.id = sp.sweep_id

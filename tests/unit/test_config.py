@@ -203,6 +203,7 @@ TOML_CASES: list[tuple[str, Any, str]] = [
     ("database.acquire_timeout", 0, f"must be positive and at most {365 * 86400}"),
     ("wallet.gas_wallet_index", -1, GAS_INDEX),
     ("wallet.gas_wallet_index", FIRST_DEPOSIT_INDEX, GAS_INDEX),
+    ("payouts.wallet_index", -1, f"must be between 0 and {2**31 - 1}"),
     ("payments.default_expiry", 0, BETWEEN_1_AND_A_YEAR),
     ("payments.min_expiry", 0, BETWEEN_1_AND_A_YEAR),
     ("payments.max_expiry", YEAR + 1, BETWEEN_1_AND_A_YEAR),

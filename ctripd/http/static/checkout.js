@@ -34,6 +34,7 @@
     // Display only: "0" in asset units, "0.00" in a currency.
     main.dataset.partial = String(parseFloat(s.amount_received) > 0);
     main.dataset.paidLate = String(s.paid_late);
+    main.dataset.refund = s.refund_status || "none";
     setText("amount_received", s.amount_received);
     setText("amount_remaining", s.amount_remaining);
     setText("confirmations_done", String(s.confirmations.done));
