@@ -244,11 +244,7 @@ async def test_a_tampered_refund_moves_nothing(rig: Rig, make_client) -> None:  
 
 
 async def payout_rig(write_config, pool, anvil, **payouts: Any) -> Any:  # type: ignore[no-untyped-def]
-
-    def configured(**kwargs: Any) -> Any:
-        return write_config(toml={"payouts": payouts}, **kwargs)
-
-    return make_rig(configured, pool, anvil, tokens=True)
+    return make_rig(write_config, pool, anvil, tokens=True, toml={"payouts": payouts})
 
 
 async def test_a_payout_waits_for_approval_then_for_funds(
