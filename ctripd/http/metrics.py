@@ -47,7 +47,7 @@ Q = queries("metrics")
 QC = queries("chains")
 log = structlog.get_logger(__name__)
 
-SWEEP_KINDS = ("native", "token", "gas_topup")
+SWEEP_KINDS = ("native", "token", "gas_topup", "recover", "deploy", "batch", "refund", "payout")
 SWEEP_STATUSES = ("signed", "broadcast", "confirmed", "failed", "refused")
 # Webhook delivery latency buckets, in milliseconds (the delivery timeout defaults to 10 s).
 LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
