@@ -99,6 +99,7 @@ async def test_status_shows_the_price_and_each_option(fiat: FiatShop) -> None:
         "confirmations": {"done": 0, "required": 2},
         "expires_at": payment["expires_at"],
         "paid_late": False,
+        "refund_status": None,
         "options": [
             {
                 "chain": "anvil",
