@@ -197,3 +197,23 @@ async def test_unknown_pair_is_unavailable(
     rates = book(session, coinbase, kraken, (eth(),))
     with pytest.raises(RatesUnavailable, match="no rate source is configured for ETH in EUR"):
         rates.quote("ETH", "EUR")
+
+
+async def test_an_outage_after_start_makes_no_create_wait(
+    session: aiohttp.ClientSession, coinbase: Exchange, kraken: Exchange
+) -> None:
+    """Once the sources were read, a quote missing through an outage used to make creates wait
+    for a refresh (up to `create_deadline` each time a refresh was due): with hanging sources,
+    a third of the creates took the whole deadline. Now only the first reading is waited for."""
+    now = [time.time()]
+    rates = book(session, coinbase, kraken, (eth(), USDC), max_age=60, create_deadline=30.0)
+    rates.clock = lambda: now[0]
+    await rates.run_once()
+    coinbase.mode = kraken.mode = "hang"
+    now[0] += 61  # every reading is stale now, and a refresh is long due
+    found = await rates.quotes([("ETH", "USD"), ("USDC", "USD")])
+    assert "0 of the 2" in str(found[("ETH", "USD")])
+    assert not isinstance(found[("USDC", "USD")], str)
+    assert rates._running is None, "no refresh was started for the request, none waited for"
+    coinbase.release.set()
+    kraken.release.set()

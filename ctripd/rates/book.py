@@ -76,7 +76,8 @@ class RateBook:
         self.readings: dict[str, Reading] = {}
         self.errors: dict[str, str] = {}
         self._running: asyncio.Task[None] | None = None
-        self._last_start: float | None = None
+        # Whether a refresh has ever finished: until then a missing quote may just be unread.
+        self._warm = False
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -87,7 +88,6 @@ class RateBook:
 
     async def run_once(self) -> None:
         """Read every source at once, each within `[rates] timeout`; keep what answered."""
-        self._last_start = self.clock()
         names = self.source_names
         results = await asyncio.gather(*(self._read(n) for n in names))
         for name, result in zip(names, results, strict=True):
@@ -96,6 +96,7 @@ class RateBook:
                 self.errors.pop(name, None)
             else:
                 self.errors[name] = result
+        self._warm = True
 
     async def _read(self, name: str) -> Reading | str:
         try:
@@ -161,15 +162,13 @@ class RateBook:
         return Quote(asset, currency, rate, tuple(fresh), min(r.at for r in fresh))
 
     async def quotes(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Quote | str]:
-        """Quotes of `pairs` (a reason instead where none is valid). Reads the sources first,
-        within `create_deadline`, only when a quote is missing and no refresh started in the
-        last `refresh_interval` (a source outage does not make every request wait)."""
+        """Quotes of `pairs` (a reason instead where none is valid). Only before the sources
+        were ever read (the process just started) does a missing quote wait for their first
+        reading, within `create_deadline`; afterwards a quote missing is a source outage, which
+        the background refreshes see to, and no request waits for it."""
         found = self._from_cache(pairs)
         missing = any(isinstance(q, str) for q in found.values())
-        due = self._last_start is None or (
-            self.clock() - self._last_start >= self.config.refresh_interval
-        )
-        if missing and (due or (self._running is not None and not self._running.done())):
+        if missing and not self._warm:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.create_deadline):
                     await self.refresh()
