@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,8 +87,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def daemon(dsn: str, anvil_url: str, workdir: Path, port: int) -> Iterator[int]:
-    """`ctripd run` as a subprocess, configured for the bench database and Anvil."""
+def daemon(
+    dsn: str, anvil_url: str, workdir: Path, port: int, toml: str = "", chain: str = ""
+) -> Iterator[int]:
+    """`ctripd run` as a subprocess, configured for the bench database and Anvil; `toml` is
+    appended to ctripd.toml and `chain` (indented keys) to the chain's entry in chains.yaml."""
     mnemonic = workdir / "mnemonic"
     mnemonic.write_text(TEST_MNEMONIC + "\n")
     mnemonic.chmod(0o600)
@@ -96,13 +99,13 @@ def daemon(dsn: str, anvil_url: str, workdir: Path, port: int) -> Iterator[int]:
         f"[daemon]\nstate_dir = {str(workdir / 'state')!r}\n"
         f'[server]\nport = {port}\n[database]\ndsn = "{dsn}"\npool_min = 10\npool_max = 20\n'
         f"[wallet]\nmnemonic_file = {str(mnemonic)!r}\n"
-        '[log]\nlevel = "warning"\nformat = "json"\n'
+        '[log]\nlevel = "warning"\nformat = "json"\n' + toml
     )
     (workdir / "chains.yaml").write_text(
         "chains:\n  - name: anvil\n    chain_id: 31337\n"
         f"    rpc: [{anvil_url}]\n    confirmations: 2\n    poll_interval: 1\n"
         "    native: {symbol: ETH, decimals: 18}\n"
-        "    treasury: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'\n"
+        "    treasury: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'\n" + chain
     )
     with open(workdir / "ctripd.log", "wb") as log:
         proc = subprocess.Popen(
@@ -118,7 +121,7 @@ def daemon(dsn: str, anvil_url: str, workdir: Path, port: int) -> Iterator[int]:
                     tail = (workdir / "ctripd.log").read_text()[-2000:]
                     raise RuntimeError(f"ctripd exited: {tail}")
                 try:
-                    status, _ = asyncio.run(_once(port, HEALTHZ))
+                    status, _ = asyncio.run(request_once(port, HEALTHZ))
                     if status == 200:
                         break
                 except OSError:
@@ -134,6 +137,19 @@ def daemon(dsn: str, anvil_url: str, workdir: Path, port: int) -> Iterator[int]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+async def make_key(dsn: str) -> str:
+    """An API key of the merchant "bench" (created if missing)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", "bench"
+        )
+        key, _ = await apikeys.create_key(conn, "bench", "bench")
+    finally:
+        await conn.close()
+    return key
 
 
 class Conn:
@@ -162,7 +178,7 @@ class Conn:
         self.writer.close()
 
 
-async def _once(port: int, raw: bytes) -> tuple[int, bytes]:
+async def request_once(port: int, raw: bytes) -> tuple[int, bytes]:
     conn = await Conn.open(port)
     try:
         return await conn.request(raw)
@@ -219,10 +235,19 @@ async def saturation(port: int, key: str, connections: int, duration: float) -> 
     return _summary(latencies, errors, elapsed)
 
 
-async def fixed_rate(port: int, key: str, rate: float, duration: float) -> dict[str, float]:
-    """Open loop: request i starts at i/rate; latency counts from that scheduled moment."""
+async def fixed_rate(
+    port: int,
+    key: str,
+    rate: float,
+    duration: float,
+    make_request: Callable[[str, int], bytes] = create_request,
+    on_response: Callable[[int, bytes], None] | None = None,
+    connections: int = 64,
+) -> dict[str, float]:
+    """Open loop: request i (`make_request(key, i)`) starts at i/rate; latency counts from that
+    scheduled moment. A status other than 201 is an error; `on_response` sees every answer."""
     idle: asyncio.Queue[Conn] = asyncio.Queue()
-    for _ in range(64):
+    for _ in range(connections):
         idle.put_nowait(await Conn.open(port))
     latencies: list[float] = []
     errors = 0
@@ -231,9 +256,11 @@ async def fixed_rate(port: int, key: str, rate: float, duration: float) -> dict[
     async def one(scheduled: float) -> None:
         nonlocal errors
         conn = await idle.get()
-        status, _ = await conn.request(create_request(key, counter.next()))
+        status, body = await conn.request(make_request(key, counter.next()))
         latencies.append(time.perf_counter() - scheduled)
         idle.put_nowait(conn)
+        if on_response is not None:
+            on_response(status, body)
         if status != 201:
             errors += 1
 
@@ -261,6 +288,8 @@ def _summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, f
         "per_s": len(ordered) / elapsed,
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+        "max_ms": ordered[-1] * 1000,
+        "over_100ms": sum(1 for t in ordered if t > 0.1),
     }
 
 
@@ -305,20 +334,7 @@ def main() -> int:
         anvil = start_anvil()
         try:
             db.migrate(dsn)
-
-            async def make_key() -> str:
-                conn = await asyncpg.connect(dsn)
-                try:
-                    await conn.execute(
-                        "INSERT INTO merchants (id, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
-                        "bench",
-                    )
-                    key, _ = await apikeys.create_key(conn, "bench", "bench")
-                finally:
-                    await conn.close()
-                return key
-
-            key = asyncio.run(make_key())
+            key = asyncio.run(make_key(dsn))
             port = free_port()
             with daemon(dsn, anvil.url, Path(tmp), port) as pid:
                 asyncio.run(saturation(port, key, args.connections, 2))  # warm-up
