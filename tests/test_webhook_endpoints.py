@@ -483,3 +483,48 @@ async def test_two_hanging_endpoints_leave_a_slot_for_a_third(  # type: ignore[n
     for receiver in hanging:
         receiver.release.set()
     await worker.stop(10)
+
+
+async def test_an_endpoints_hanging_retries_do_not_shut_out_its_fresh_events(  # type: ignore[no-untyped-def]
+    pool, write_config, make_client, receivers, tmp_path: Path
+) -> None:
+    """The kept slots used to go only to endpoints with nothing in flight: an endpoint whose
+    retries hung (for some payments) could not send a fresh event of another payment while a
+    second endpoint's hanging first attempts held the rest."""
+    write_secret(tmp_path / "webhook-secret")
+    section = {
+        "url": receivers["default"].url,
+        "secret_file": str(tmp_path / "webhook-secret"),
+        "allow_private_targets": True,
+        "concurrency": 4,
+        "timeout": 30,
+    }
+    client = await make_client(write_config(toml={"webhooks": section}))
+    keys = {m: await key_for(pool, m) for m in ("default", "shop-a")}
+    await add_endpoint(client, keys["shop-a"], url=receivers["shop-a"].url)
+    operator, failing = receivers["default"], receivers["shop-a"]
+    stuck = {(await pay(client, keys["default"]))["id"] for _ in range(3)}
+    await pool.execute("UPDATE deliveries SET attempts = 1")  # they failed before: retries
+
+    async def hang_stuck(req: Received) -> web.StreamResponse:
+        if req.payment_id in stuck:
+            await operator.hang()
+        return web.Response()
+
+    async def hang(_: Received) -> web.StreamResponse:
+        await failing.hang()
+        return web.Response()
+
+    operator.reply, failing.reply = hang_stuck, hang
+    worker = client.server.app[WEBHOOKS]
+    worker.start()
+    await operator.wait_until(lambda: len(operator.requests) == 2)
+    for _ in range(3):
+        await pay(client, keys["shop-a"])
+    await failing.wait_until(lambda: len(failing.requests) == 1)
+    fresh = await pay(client, keys["default"])
+    await operator.wait_until(lambda: any(r.payment_id == fresh["id"] for r in operator.requests))
+    assert len(operator.requests) == 3 and len(failing.requests) == 1
+    operator.release.set()
+    failing.release.set()
+    await worker.stop(10)

@@ -21,10 +21,11 @@ payment. While a delivery is being retried, the later ones of its payment to its
 `held` out of the due range, so that claims stay cheap however large a failing backlog grows.
 
 Fairness: each endpoint (lane) may hold at most three quarters of the worker's slots, a claim
-takes the lanes round-robin, and the last quarter of the free slots is kept for first attempts
-to endpoints with nothing in flight (retries, and endpoints already busy, get only the rest). So
-endpoints that fail or hang, however large their backlogs, cannot delay a healthy endpoint's
-fresh event by more than one claim round. Within a lane first attempts are claimed before
+takes the lanes round-robin, and the last quarter of the free slots is kept for one first
+attempt each of endpoints with no first attempt in flight (retries, and endpoints whose first
+attempts are already out, get only the rest). So endpoints that fail or hang, however large
+their backlogs, cannot delay a healthy endpoint's fresh event by more than one claim round, nor
+can the endpoint's own hanging retries. Within a lane first attempts are claimed before
 retries, and one lane's retries hold at most three quarters of its share, so an endpoint that
 fails for some payments cannot hold up its other payments either.
 
@@ -222,8 +223,8 @@ class WebhookWorker:
         return len(claimed)
 
     async def _claim(self, free: int, in_flight: list[Claimed]) -> list[Claimed]:
-        # The last `reserved` free slots are kept for first attempts of endpoints with nothing in
-        # flight: retries, and endpoints already busy, get only the rest.
+        # The last `reserved` free slots are kept for a first attempt each of endpoints with no
+        # first attempt in flight: retries, and endpoints already sending one, get the rest.
         spare = max(0, free - self.reserved)
         retry_room = min(
             spare, max(0, self.concurrency - self.reserved - sum(c.retry for c in in_flight))
@@ -233,6 +234,8 @@ class WebhookWorker:
             counts = per_lane.setdefault(c.lane, [0, 0])
             counts[0] += 1
             counts[1] += c.retry
+        # A lane with no first attempt in flight may still open one in the kept slots.
+        fresh_busy = [lane for lane, (n, r) in per_lane.items() if n > r]
         rows = await self.pool.fetch(
             Q["claim_deliveries"],
             free,
@@ -243,9 +246,13 @@ class WebhookWorker:
             min(free, self.lane_cap),
             min(free, self.lane_retry_cap),
             list(per_lane),
-            [min(spare, max(0, self.lane_cap - n)) for n, _ in per_lane.values()],
+            [
+                min(spare if n > r else max(spare, 1), free, max(0, self.lane_cap - n))
+                for n, r in per_lane.values()
+            ],
             [min(spare, max(0, self.lane_retry_cap - r)) for _, r in per_lane.values()],
             spare,
+            fresh_busy,
         )
         return [
             Claimed(

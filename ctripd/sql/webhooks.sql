@@ -53,11 +53,12 @@ WITH RECURSIVE busy (lane) AS (
         FOR UPDATE SKIP LOCKED
     ) r
 ), candidates AS (
-    -- Within a lane fresh ones first, up to its room. A lane's first is its `opening` when
-    -- nothing of it is in flight here: only openings may take the last $11 free slots, kept so
-    -- that an endpoint with nothing in flight is never shut out by others that fail or hang.
+    -- Within a lane fresh ones first, up to its room. A lane's first fresh delivery is its
+    -- `opening` when no first attempt of it is in flight here ($12: the lanes that have one):
+    -- only openings may take the last free slots (all but $11), kept so that an endpoint is
+    -- never shut out by others that fail or hang, nor by its own retries that do.
     SELECT c.seq, c.retry, c.next_attempt_at, c.rank,
-           c.rank = 1 AND NOT c.lane = ANY ($8::text[]) AS opening
+           c.rank = 1 AND NOT c.retry AND NOT c.lane = ANY ($12::text[]) AS opening
     FROM (
         SELECT u.*, row_number() OVER (PARTITION BY u.lane ORDER BY u.retry, u.next_attempt_at,
                                                                   u.seq) AS rank
