@@ -733,10 +733,15 @@ def _event_schemas() -> Doc:
                 },
                 "data": {
                     "type": "object",
-                    "required": ["payment"],
+                    "description": (
+                        "`payment` for `payment.*` and `refund.*` events (with `transfer`, "
+                        "`refund` where they apply); `payout` for `payout.*` events."
+                    ),
                     "properties": {
                         "payment": openapi.ref("Payment"),
                         "transfer": openapi.ref("Transfer"),
+                        "refund": openapi.ref("Refund"),
+                        "payout": openapi.ref("Payout"),
                     },
                 },
             },
@@ -797,7 +802,11 @@ def _event_schemas() -> Doc:
                     "description": "`evt_…`: the `webhook-id` every endpoint receives it with.",
                 },
                 "type": {"type": "string", "enum": list(EVENT_TYPES)},
-                "payment_id": {"type": "string"},
+                "payment_id": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "Null for `payout.*` events.",
+                },
                 "status": {
                     "type": "string",
                     "enum": [*DELIVERY_STATUSES, "none"],
