@@ -4,7 +4,7 @@ quotes, and the insert of such a payment."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,10 +13,8 @@ import orjson
 
 from ctripd.chain.wallet import Wallet
 from ctripd.db import queries
-from ctripd.formats import new_event_id, new_payment_id
-from ctripd.ledger.merchants import binding
-from ctripd.ledger.objects import render_payment
-from ctripd.ledger.payments import NewPayment
+from ctripd.formats import new_payment_id
+from ctripd.ledger.payments import NewPayment, created_payment
 
 Q = queries("fiat")
 
@@ -73,68 +71,18 @@ async def insert_fiat_payment(
     """As `payments.insert_payment`, for a payment priced in fiat: the payment (in the asset
     columns: its first quoted option), its options and its `payment.created` event, in one
     statement. None when the merchant already used this idempotency key."""
-    now = datetime.now(UTC)
-    address = wallet.address(index)
     payment_id = new_payment_id()
-    row: dict[str, Any] = {
-        "id": payment_id,
-        "merchant": new.merchant,
-        "chain": new.chain,
-        "chain_id": new.chain_id,
-        "asset": new.asset,
-        "token_address": new.token_address,
-        "decimals": new.decimals,
-        "amount": new.amount,
-        "address": address,
-        "status": "pending",
-        "amount_received": 0,
-        "amount_confirmed": 0,
-        "paid_late": False,
-        "confirmations_required": new.confirmations_required,
-        "order_id": new.order_id,
-        "metadata": new.metadata,
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=new.expires_in),
-        "detected_at": None,
-        "confirmed_at": None,
-        "head": None,
+    rows = [o.row(payment_id, i) for i, o in enumerate(options)]
+    extra = {
         "price_amount": price,
         "price_currency": currency,
         "price_received": Decimal(0),
         "price_confirmed": Decimal(0),
     }
-    rows = [o.row(payment_id, i) for i, o in enumerate(options)]
-    payment = render_payment(row, [], None, options=rows)
-    event_id = new_event_id()
-    payload = {
-        "id": event_id,
-        "type": "payment.created",
-        "created_at": payment["created_at"],
-        "merchant": new.merchant,
-        "data": {"payment": payment},
-    }
+    payment, args = created_payment(wallet, new, index, payment_id, extra, rows)
     inserted = await conn.fetchval(
         Q["insert_fiat_payment_with_event"],
-        payment_id,
-        new.merchant,
-        new.chain,
-        new.chain_id,
-        new.asset,
-        new.token_address,
-        new.decimals,
-        new.amount,
-        address,
-        index,
-        new.confirmations_required,
-        new.order_id,
-        new.metadata_json,
-        new.idempotency_key,
-        new.request_hash,
-        now,
-        row["expires_at"],
-        event_id,
-        orjson.dumps(payload).decode(),
-        binding(wallet, payment_id, new.merchant, new.chain, index),
+        *args,
         operator_url,
         price,
         currency,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -77,10 +78,26 @@ async def insert_payment(
     Returns the payment object, or None when the merchant already used this idempotency key.
     The event payload is the payment object as rendered for the API, like `record_event` writes.
     """
+    payment, args = created_payment(wallet, new, index, new_payment_id())
+    inserted = await conn.fetchval(Q["insert_payment_with_event"], *args, operator_url)
+    return payment if inserted is not None else None
+
+
+def created_payment(
+    wallet: Wallet,
+    new: NewPayment,
+    index: int,
+    payment_id: str,
+    extra: dict[str, Any] | None = None,
+    options: Sequence[dict[str, Any]] = (),
+) -> tuple[dict[str, Any], list[Any]]:
+    """The new payment's object (rendered from the values inserted, not read back; `extra`
+    columns and `options` rows of a payment priced in fiat) and the parameters $1…$20 of the
+    statements that insert it with its `payment.created` event and its merchant binding."""
     now = datetime.now(UTC)
     address = wallet.address(index)
     row: dict[str, Any] = {
-        "id": new_payment_id(),
+        "id": payment_id,
         "merchant": new.merchant,
         "chain": new.chain,
         "chain_id": new.chain_id,
@@ -101,8 +118,9 @@ async def insert_payment(
         "detected_at": None,
         "confirmed_at": None,
         "head": None,
+        **(extra or {}),
     }
-    payment = render_payment(row, [], None)
+    payment = render_payment(row, [], None, options=options)
     event_id = new_event_id()
     payload = {
         "id": event_id,
@@ -111,9 +129,8 @@ async def insert_payment(
         "merchant": new.merchant,
         "data": {"payment": payment},
     }
-    inserted = await conn.fetchval(
-        Q["insert_payment_with_event"],
-        row["id"],
+    args = [
+        payment_id,
         new.merchant,
         new.chain,
         new.chain_id,
@@ -132,10 +149,9 @@ async def insert_payment(
         row["expires_at"],
         event_id,
         orjson.dumps(payload).decode(),
-        binding(wallet, row["id"], new.merchant, new.chain, index),
-        operator_url,
-    )
-    return payment if inserted is not None else None
+        binding(wallet, payment_id, new.merchant, new.chain, index),
+    ]
+    return payment, args
 
 
 async def payment_by_idempotency_key(
