@@ -217,3 +217,15 @@ async def test_an_outage_after_start_makes_no_create_wait(
     assert rates._running is None, "no refresh was started for the request, none waited for"
     coinbase.release.set()
     kraken.release.set()
+
+
+async def test_a_source_error_names_no_credentials_of_its_url(
+    session: aiohttp.ClientSession, coinbase: Exchange, kraken: Exchange
+) -> None:
+    keyed = coinbase.url.replace("//", "//user:s3cret@") + "/?key=t0ken"
+    rates = book(session, coinbase, kraken, (eth(),))
+    rates.config = RatesConfig(coinbase_url=keyed, kraken_url=kraken.url, pairs=(eth(),))
+    coinbase.mode = "error"
+    await rates.run_once()
+    error = rates.errors["coinbase:ETH-USD"]
+    assert "HTTP" in error and "s3cret" not in error and "t0ken" not in error

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ctripd.chain.rpc import RpcClient
+from ctripd.chain.rpc import RpcClient, display_url
 from ctripd.config import RatesConfig
 from ctripd.errors import CtripdError
 
@@ -52,17 +52,19 @@ def parse_rate(value: Any, what: str) -> Decimal:
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str, params: dict[str, str]) -> Any:
+    # Errors name the host only: an operator's source URL (a proxy, say) may carry a key.
+    shown = display_url(url)
     async with session.get(url, params=params, allow_redirects=False) as response:
         body = await response.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
-            raise SourceError(f"{url}: answer larger than {MAX_BODY} bytes")
+            raise SourceError(f"{shown}: answer larger than {MAX_BODY} bytes")
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise SourceError(f"{url}: HTTP {response.status}, not JSON") from None
+            raise SourceError(f"{shown}: HTTP {response.status}, not JSON") from None
         if response.status != 200:
             message = doc.get("message") if isinstance(doc, dict) else None
-            raise SourceError(f"{url}: HTTP {response.status} {str(message or '')[:80]}".strip())
+            raise SourceError(f"{shown}: HTTP {response.status} {str(message or '')[:80]}".strip())
         return doc
 
 
